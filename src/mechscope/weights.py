@@ -1,0 +1,98 @@
+"""Weight views in TransformerLens's layouts, read from the HF parameters (stacked over layers).
+
+Shapes: ``W_E [d_vocab, d_model]``, ``W_pos [n_ctx, d_model]``, ``W_U [d_model, d_vocab]``, ``b_U [d_vocab]``,
+``W_Q [layer, head, d_model, d_head]``, ``W_K``/``W_V [layer, kv_head, d_model, d_head]`` (under GQA query head h
+reads kv head ``h // (n_heads // n_kv_heads)``), ``b_Q [layer, head, d_head]``, ``W_O [layer, head, d_head, d_model]``,
+``b_O [layer, d_model]``, ``W_in``/``W_gate [layer, d_model, d_mlp]``, ``W_out [layer, d_mlp, d_model]``.
+Missing biases are zeros. Tensors are computed from the parameters (gradients flow to them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _io(module: nn.Module) -> Tensor:
+    """Weight as ``[in, out]`` for ``nn.Linear`` (stored ``[out, in]``) and GPT-2's ``Conv1D`` (stored ``[in, out]``)."""
+    return module.weight if type(module).__name__ == "Conv1D" else module.weight.T
+
+
+def _bias(module: nn.Module, n_out: int, like: Tensor) -> Tensor:
+    b = getattr(module, "bias", None)
+    return b if b is not None else torch.zeros(n_out, dtype=like.dtype, device=like.device)
+
+
+def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
+    """(W [d_model, n*d_head], b [n*d_head]) of q (0), k (1) or v (2) in one block."""
+    fam, cfg = model.family, model.cfg
+    h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    if fam.qkv_layout == "separate":
+        mod = block.get_submodule((fam.q, fam.k, fam.v)[which])
+        w = _io(mod)
+        return w, _bias(mod, w.shape[1], w)
+    mod = block.get_submodule(fam.qkv)
+    w = _io(mod)
+    b = _bias(mod, w.shape[1], w)
+    if fam.qkv_layout == "split":
+        bounds = (0, h * dh, (h + kv) * dh, (h + 2 * kv) * dh)
+        lo, hi = bounds[which], bounds[which + 1]
+        return w[:, lo:hi], b[lo:hi]
+    return (w.unflatten(1, (h, 3, dh))[:, :, which, :].flatten(1), b.unflatten(0, (h, 3, dh))[:, which, :].flatten())
+
+
+def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
+    """``W`` (layer, head, d_model, d_head) and ``b`` (layer, head, d_head) for q (0), k (1) or v (2)."""
+    ws, bs = [], []
+    dh = model.cfg.d_head
+    for block in model.blocks:
+        w, b = _qkv_parts(model, block, which)
+        ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
+        bs.append(b.unflatten(0, (-1, dh)))
+    return torch.stack(ws), torch.stack(bs)
+
+
+def o_weights(model) -> tuple[Tensor, Tensor]:
+    """``W_O`` (layer, head, d_head, d_model) and ``b_O`` (layer, d_model)."""
+    ws, bs = [], []
+    for block in model.blocks:
+        mod = block.get_submodule(model.family.o)
+        w = _io(mod)
+        ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head)))
+        bs.append(_bias(mod, w.shape[1], w))
+    return torch.stack(ws), torch.stack(bs)
+
+
+def mlp_weight(model, which: str) -> Tensor | None:
+    """``in`` (d_model→d_mlp; the up projection of gated MLPs), ``gate``, or ``out`` (d_mlp→d_model), stacked."""
+    fam, m = model.family, model.cfg.d_mlp
+    if fam.mlp_down is None:
+        return None
+    out = []
+    for block in model.blocks:
+        if which == "out":
+            out.append(_io(block.get_submodule(fam.mlp_down)))
+        elif fam.mlp_gate_up:
+            w = _io(block.get_submodule(fam.mlp_gate_up))
+            out.append(w[:, :m] if which == "gate" else w[:, m:])
+        else:
+            path = fam.mlp_gate if which == "gate" else fam.mlp_in
+            if path is None:
+                return None
+            out.append(_io(block.get_submodule(path)))
+    return torch.stack(out)
+
+
+def mlp_bias(model, which: str) -> Tensor | None:
+    """``b_in`` (layer, d_mlp) or ``b_out`` (layer, d_model); zeros where the model has none."""
+    fam = model.family
+    path = fam.mlp_down if which == "out" else (fam.mlp_in or fam.mlp_gate_up)
+    if path is None or fam.mlp_down is None:
+        return None
+    bs = []
+    for block in model.blocks:
+        mod = block.get_submodule(path)
+        w = _io(mod)
+        b = _bias(mod, w.shape[1], w)
+        bs.append(b[model.cfg.d_mlp:] if fam.mlp_gate_up and which == "in" else b)
+    return torch.stack(bs)
