@@ -136,7 +136,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         name="gpt_neox", model_types=("gpt_neox",),
         embed="gpt_neox.embed_in", layers="gpt_neox.layers", ln_final="gpt_neox.final_layer_norm",
-        unembed="embed_out", attn="attention", qkv_layout="interleaved", qkv="attention.query_key_value",
+        attn="attention", qkv_layout="interleaved", qkv="attention.query_key_value",
         o="attention.dense", norm_type="LN", attn_out="attention", resid_mid="post_attention_layernorm",
         parallel="use_parallel_residual", mlp_gate=None, mlp_in="mlp.dense_h_to_4h", mlp_down="mlp.dense_4h_to_h",
         notes="Parallel residual (Pythia): ln2 reads resid_pre and there is no resid_mid; "

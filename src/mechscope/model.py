@@ -228,7 +228,6 @@ class Model:
             kwargs["attention_mask"] = mask
             if self._takes_position_ids and "position_ids" not in kwargs:
                 kwargs["position_ids"] = tok_utils.position_ids(mask)
-        kwargs.setdefault("use_cache", False)
         if stop_at_layer is None:
             return self.hf_model(input_ids=batch.tokens, **kwargs).logits, batch.tokens, mask
         handle = self._stop_hook(stop_at_layer)
