@@ -67,5 +67,8 @@ def make_pair(key: str, dtype: torch.dtype, seed: int = 0):
     eager = AutoModelForCausalLM.from_config(make_config(key, "eager"), dtype=dtype).eval()
     attn = "eager" if key.split("_sequential")[0] in EAGER_ONLY else "sdpa"
     fast = AutoModelForCausalLM.from_config(make_config(key, attn), dtype=dtype).eval()
+    with torch.no_grad():  # random init leaves biases at 0 and norm weights at 1: perturb so every term counts
+        for p in eager.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p.dtype) * 0.05)
     fast.load_state_dict(eager.state_dict())
     return eager, fast

@@ -51,6 +51,8 @@ class Site:
 
     anchor: tuple
     writable = True
+    in_graph = True
+    """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
 
     def read(self, raw: Tensor, ctx) -> Tensor:
         return raw
@@ -126,6 +128,8 @@ class NormScale(Site):
     """The norm's divisor, ``sqrt(mean((x - mean x)^2) + eps)`` (LN) or ``sqrt(mean(x^2) + eps)`` (RMS), in float32,
     shape ``[batch, pos, 1]``. Replacing it rescales the norm's output: ``(out - b) * old / new + b``."""
 
+    in_graph = False
+
     def __init__(self, module: nn.Module, centred: bool):
         self.anchor = ("out", module)
         self.centred = centred
@@ -141,7 +145,8 @@ class NormScale(Site):
     def write(self, raw, new, old, ctx):
         bias = getattr(self.anchor[1], "bias", None)
         ratio = (old / new).to(raw.dtype)
-        return raw * ratio if bias is None else (raw - bias) * ratio + bias
+        # (raw - b) * r + b, arranged to give raw back exactly when r == 1
+        return raw * ratio if bias is None else raw * ratio + bias * (1 - ratio)
 
 
 class HeadResult(Site):
@@ -150,6 +155,7 @@ class HeadResult(Site):
     For analysis only: the sum over heads is not bit-equal to the output projection, so it is never fed back."""
 
     writable = False
+    in_graph = False
 
     def __init__(self, o_proj: nn.Module, n_heads: int, d_head: int):
         self.anchor = ("in", o_proj)
@@ -175,7 +181,8 @@ class ResidMid(Whole):
         self.delta: Tensor | None = None
 
     def write(self, raw, new, old, ctx):
-        self.delta = new - old if self.delta is None else self.delta + (new - old)
+        if new is not old:
+            self.delta = new - old if self.delta is None else self.delta + (new - old)
         return new
 
 
@@ -218,8 +225,7 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
         if e.backward:
             if act.requires_grad:  # route the forward through ``act`` so its gradient is computed
                 act.register_hook(_grad_hook(e))
-                if e.site.writable:
-                    raw, changed = e.site.write(raw, act, act, ctx), True
+                raw, changed = e.site.write(raw, act, act, ctx), True
             continue
         new = e.fn(act, e.point)
         if new is None or new is act:

@@ -111,6 +111,13 @@ class Model:
             spec, fn = item
             for name in self._names(spec):
                 pt = self.hook_dict[name]
+                if backward and not pt.site.in_graph:
+                    if not isinstance(spec, str):
+                        continue  # a filter matching computed-for-analysis points: they have no gradient
+                    raise HookNameError(
+                        f"{name!r} is computed beside the model for analysis and is not part of its autograd graph, "
+                        "so it has no gradient; hook the point it is computed from (the norm's input, or hook_z)."
+                    )
                 out.append(Entry(pt.site, pt, fn, backward))
         return out
 
@@ -280,7 +287,8 @@ class Model:
 
         names = self._names(names_filter)
         fwd = [(n, save) for n in names]
-        bwd = [(n, partial(save, suffix="_grad")) for n in names] if incl_bwd else []
+        in_graph = [n for n in names if self.hook_dict[n].site.in_graph]
+        bwd = [(n, partial(save, suffix="_grad")) for n in in_graph] if incl_bwd else []
         with self.hooks(fwd, bwd), torch.set_grad_enabled(True) if incl_bwd else nullcontext():
             out, tokens, mask = self._run(input, **kwargs)
             if incl_bwd:

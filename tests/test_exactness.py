@@ -1,0 +1,110 @@
+"""Wrapped model vs plain HuggingFace, bit for bit (torch.equal), for every supported family in fp32 and bf16.
+
+Reference semantics: with no hooks, or hooks that only read points outside attention, the model runs its own
+attention implementation (SDPA here) and must equal it; hooking an attention internal switches to mechscope's
+eager-equivalent attention, which must equal HF's eager implementation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechscope
+from families import CONFIGS, make_pair
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CASES = [(k, d) for k in CONFIGS for d in DTYPES]
+ATTN_INTERNAL = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern")
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{k}-{d}" for k, d in CASES])
+def case(request):
+    key, dt = request.param
+    eager, fast = make_pair(key, DTYPES[dt])
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 128, (2, 12), generator=g)
+    return mechscope.Model.from_hf(eager), mechscope.Model.from_hf(fast), ids
+
+
+def test_no_hooks_equals_hf(case):
+    _, fast, ids = case
+    assert torch.equal(fast(ids), fast.hf_model(ids).logits)
+
+
+def test_reading_outside_attention_keeps_fast_attention(case):
+    _, fast, ids = case
+    impl = fast.hf_model.config._attn_implementation
+    seen = []
+
+    def read(act, hook):
+        seen.append(fast.hf_model.config._attn_implementation)
+
+    names = [n for n in fast.hook_names() if not n.endswith(ATTN_INTERNAL)]
+    logits = fast.run_with_hooks(ids, fwd_hooks=[(n, read) for n in names])
+    assert torch.equal(logits, fast.hf_model(ids).logits)
+    assert set(seen) == {impl} and len(seen) == len(names)
+
+
+def test_cache_everything_equals_eager(case):
+    eager, _, ids = case
+    logits, cache = eager.run_with_cache(ids)
+    assert torch.equal(logits, eager.hf_model(ids).logits)
+    assert set(cache) == set(eager.hook_names())
+    assert eager.hf_model.config._attn_implementation == "eager"  # switched back
+
+
+def test_identity_replacement_everywhere_equals_eager(case):
+    eager, _, ids = case
+    logits = eager.run_with_hooks(ids, fwd_hooks=[(lambda n: True, lambda act, hook: act.clone())])
+    assert torch.equal(logits, eager.hf_model(ids).logits)
+
+
+def test_left_padding(case):
+    eager, _, ids = case
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    kwargs = {"attention_mask": mask}
+    if eager._takes_position_ids:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    ref = eager.hf_model(ids, **kwargs).logits
+    logits, _ = eager.run_with_cache(ids, attention_mask=mask)
+    assert torch.equal(logits, ref)
+
+
+def test_kv_cache_step(case):
+    eager, _, ids = case
+    hf = eager.hf_model
+    ref = hf(ids[:, 8:9], past_key_values=hf(ids[:, :8], use_cache=True).past_key_values).logits
+    pkv = hf(ids[:, :8], use_cache=True).past_key_values
+    logits, cache = eager.run_with_cache(ids[:, 8:9], past_key_values=pkv, use_cache=True)
+    assert torch.equal(logits, ref)
+    q_pos, k_pos = cache["pattern", 0].shape[-2:]
+    assert q_pos == 1 and k_pos > 1  # the new query attends to cached keys (a sliding window may cap them)
+
+
+def test_parameter_gradients(case):
+    eager, _, ids = case
+    hf = eager.hf_model
+    hf.zero_grad()
+    mechscope.lm_loss(hf(ids).logits, ids).backward()
+    ref = {n: p.grad.clone() for n, p in hf.named_parameters() if p.grad is not None}
+    hf.zero_grad()
+    _, cache = eager.run_with_cache(ids, incl_bwd=True)
+    got = {n: p.grad for n, p in hf.named_parameters() if p.grad is not None}
+    hf.zero_grad()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[n], got[n]) for n in ref)
+    assert cache["resid_post_grad", 0].shape == cache["resid_post", 0].shape
+    assert cache["pattern_grad", 0].shape == cache["pattern", 0].shape
+
+
+def test_cache_matches_independent_reading(case):
+    """resid_pre == output_hidden_states, ln_final output == last hidden state, pattern == output_attentions."""
+    eager, _, ids = case
+    out = eager.hf_model(ids, output_hidden_states=True, output_attentions=True)
+    _, cache = eager.run_with_cache(ids)
+    for layer in range(eager.cfg.n_layers):
+        assert torch.equal(cache["resid_pre", layer], out.hidden_states[layer])
+        assert torch.equal(cache["pattern", layer], out.attentions[layer])
+    assert torch.equal(cache["ln_final.hook_normalized"], out.hidden_states[-1])
