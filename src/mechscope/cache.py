@@ -58,7 +58,9 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _resolve(self, key) -> str:
         if isinstance(key, str):
-            return key
+            if key in self._store or (key.removesuffix("_grad") not in _SHORT):
+                return key
+            return act_name(key)  # "embed", "pos_embed", "normalized" (ln_final) need no layer
         if isinstance(key, tuple) and key and isinstance(key[0], str):
             name, layer, *rest = (*key, None) if len(key) == 1 else key
             if isinstance(layer, int) and layer < 0 and self.n_layers is not None:
