@@ -325,8 +325,7 @@ class Model:
                                          do_sample=do_sample, **hf_kwargs)
         if return_type == "tokens" or (return_type == "input" and isinstance(input, Tensor)):
             return out
-        skip = {self.tokenizer.pad_token_id, self.tokenizer.bos_token_id} - {None}
-        texts = [self.tokenizer.decode([t for t in row.tolist() if t not in skip]) for row in out]
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return texts[0] if isinstance(input, str) else texts
 
     # ---------------------------------------------------------------------------------------- weights
