@@ -1,0 +1,118 @@
+"""``mechscope`` command line: ``info``, ``run`` and ``demo``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Mechanistic interpretability on any HuggingFace causal LM.")
+console = Console()
+
+MODEL_ARG = typer.Argument("default", help="'default' (the embedded model), a local folder, or a hub id.")
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _load(name: str, dtype: str | None = None):
+    import mechscope
+
+    _quiet_transformers()
+    try:
+        return mechscope.load(name, dtype=dtype)
+    except mechscope.MechscopeError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return ""
+
+
+@app.command()
+def info(model: str = MODEL_ARG, pos: int = typer.Option(128, help="Sequence length for the memory estimates."),
+         dtype: str = typer.Option(None, help="Load in this dtype (float32, bfloat16, ...).")):
+    """Architecture, hook points with shapes, and what caching everything would cost."""
+    from .points import numel
+
+    m = _load(model, dtype)
+    cfg = m.cfg
+    t = Table(title=f"{model}: {cfg.family}", show_header=False)
+    for k, v in cfg.to_dict().items():
+        t.add_row(k, str(v))
+    console.print(t)
+    if m.family.notes:
+        console.print(f"[bold]{cfg.family}:[/bold] {m.family.notes}")
+    size = cfg.dtype.itemsize
+    points = Table(title=f"hook points (memory for batch 1 × {pos} tokens)")
+    points.add_column("name", no_wrap=True)
+    points.add_column("shape", no_wrap=True)
+    points.add_column("bytes", justify="right", no_wrap=True)
+    points.add_column("meaning")
+    total = 0
+    shown_layers = {0, cfg.n_layers - 1}
+    for name, pt in m.hook_dict.items():
+        nbytes = numel(pt.shape, 1, pos) * (4 if name.endswith("hook_scale") else size)
+        total += nbytes
+        if pt.layer_idx is None or pt.layer_idx in shown_layers:
+            points.add_row(name, "[" + ", ".join(map(str, pt.shape)) + "]", _bytes(nbytes), pt.doc)
+    console.print(points)
+    if cfg.n_layers > 2:
+        console.print(f"(blocks 1–{cfg.n_layers - 2} have the same points as block 0)")
+    console.print(f"{len(m.hook_dict)} hook points; a full cache of batch 1 × {pos} tokens takes {_bytes(total)}"
+                  f" ({_bytes(total / pos)} per token).")
+
+
+@app.command()
+def run(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Text to continue."),
+        top_k: int = typer.Option(10, help="How many predictions to show.")):
+    """Top next-token predictions for a prompt."""
+    import torch
+
+    m = _load(model)
+    try:
+        with torch.inference_mode():
+            logits = m(prompt)
+    except Exception as e:  # noqa: BLE001 - show the sentence, not a traceback
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    probs = logits[0, -1].float().softmax(-1)
+    top = probs.topk(min(top_k, probs.numel()))
+    t = Table(title=f"next token after {prompt!r}")
+    t.add_column("rank")
+    t.add_column("token")
+    t.add_column("id")
+    t.add_column("prob", justify="right")
+    for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
+        t.add_row(str(rank), repr(m.to_string([i])), str(i), f"{p:.3f}")
+    console.print(t)
+
+
+@app.command()
+def demo(model: str = typer.Option("default", help="Model to look inside ('default', a folder or a hub id)."),
+         seg_len: int = typer.Option(20, help="Length of the repeated random segment.")):
+    """Look inside a model: predictions, in-context learning on repeated text, and its attention heads."""
+    from .demo import report
+
+    start = time.perf_counter()
+    m = _load(model)
+    report(m, console, name=model, seg_len=seg_len)
+    console.print(f"[dim]done in {time.perf_counter() - start:.1f} s[/dim]")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,82 @@
+"""The main job, ``mechscope demo``: a compact report of what is inside a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .default_model import METADATA_FILE, make_repeated_tokens
+from .detectors import head_scores
+from .model import Model
+
+PROMPTS = ("the cat sat on the", "i saw one two three", "she gave the dog a red ball . the dog")
+
+
+def _per_position_loss(model: Model, tokens: torch.Tensor) -> torch.Tensor:
+    """(pos - 1,) mean next-token loss at each position over the batch."""
+    logits = model(tokens).float()
+    logp = logits[:, :-1].log_softmax(-1)
+    return -logp.gather(-1, tokens[:, 1:, None])[..., 0].mean(0)
+
+
+def _heads_table(title: str, scores: torch.Tensor, top: int = 3) -> Table:
+    t = Table(title=title)
+    t.add_column("layer")
+    for h in range(scores.shape[1]):
+        t.add_column(f"h{h}", justify="right")
+    best = set(scores.flatten().topk(top).indices.tolist())
+    for layer, row in enumerate(scores.tolist()):
+        cells = []
+        for h, s in enumerate(row):
+            cell = f"{s:.2f}"
+            cells.append(f"[bold green]{cell}[/bold green]" if layer * scores.shape[1] + h in best and s > 0.3 else cell)
+        t.add_row(str(layer), *cells)
+    return t
+
+
+@torch.inference_mode()
+def report(model: Model, console: Console, *, name: str = "default", seg_len: int = 20) -> dict:
+    """Print the report; return its numbers (for tests and scripts)."""
+    cfg = model.cfg
+    console.rule(f"[bold]mechscope demo: {name}")
+    console.print(f"{cfg.family}, {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
+                  f"d_vocab {cfg.d_vocab}, {len(model.hook_dict)} hook points")
+    meta = Path(getattr(model.hf_model, "name_or_path", "")) / METADATA_FILE
+    if meta.is_file():
+        rep = json.loads(meta.read_text()).get("report", {})
+        if rep:
+            console.print(f"trained by mechscope in {rep.get('seconds', 0):.0f} s, {rep.get('steps')} steps, "
+                          f"final loss {rep.get('final_loss', 0):.2f}")
+
+    preds = Table(title="next-token predictions")
+    preds.add_column("prompt")
+    preds.add_column("top 5 (probability)")
+    for prompt in PROMPTS:
+        probs = model(prompt)[0, -1].float().softmax(-1)
+        top = probs.topk(5)
+        preds.add_row(prompt, "  ".join(f"{model.to_string([i]).strip()!r} {p:.2f}"
+                                        for p, i in zip(top.values.tolist(), top.indices.tolist())))
+    console.print(preds)
+
+    tokens = make_repeated_tokens(model.tokenizer, 16, seg_len, seed=0).to(cfg.device)
+    loss = _per_position_loss(model, tokens)
+    first, second = loss[:seg_len].mean().item(), loss[seg_len:].mean().item()
+    console.print(f"[bold]in-context learning[/bold]: random {seg_len}-token segments shown twice — loss on the "
+                  f"first copy {first:.2f} nats, on the second {second:.2f} nats "
+                  f"(ln d_vocab = {torch.log(torch.tensor(float(cfg.d_vocab))):.2f}).")
+
+    prev = head_scores(model, tokens, "previous_token")
+    ind = head_scores(model, tokens, "induction")
+    console.print(_heads_table("previous-token heads: attention to the previous token", prev))
+    console.print(_heads_table("induction heads: attention to the token after the previous occurrence", ind))
+    (pl, ph), (il, ih) = [divmod(int(s.flatten().argmax()), cfg.n_heads) for s in (prev, ind)]
+    console.print(f"strongest previous-token head: L{pl}H{ph} ({prev[pl, ph]:.2f}); "
+                  f"strongest induction head: L{il}H{ih} ({ind[il, ih]:.2f}).")
+    console.print("[dim]next: `mechscope info default` lists every hook point; in Python, "
+                  "model.run_with_cache(...) returns them all.[/dim]")
+    return {"loss_first": first, "loss_second": second, "prev_token": prev, "induction": ind,
+            "best_prev": (pl, ph), "best_induction": (il, ih)}
