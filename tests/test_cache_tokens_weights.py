@@ -110,3 +110,10 @@ def test_unsupported_model_names_families():
     bert = BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     with pytest.raises(mechscope.UnsupportedModelError, match=r"'bert'.*llama.*families.py"):
         mechscope.Model.from_hf(bert)
+
+
+def test_to_casts_and_updates_cfg():
+    eager, _ = make_pair("llama", torch.float32)
+    m = mechscope.Model.from_hf(eager)
+    assert m.to(torch.bfloat16) is m and m.cfg.dtype == torch.bfloat16
+    assert m(IDS).dtype == torch.bfloat16

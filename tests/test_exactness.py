@@ -108,3 +108,26 @@ def test_cache_matches_independent_reading(case):
         assert torch.equal(cache["resid_pre", layer], out.hidden_states[layer])
         assert torch.equal(cache["pattern", layer], out.attentions[layer])
     assert torch.equal(cache["ln_final.hook_normalized"], out.hidden_states[-1])
+
+
+@pytest.mark.parametrize("key", ["gpt2", "gpt_neox", "gptj", "llama", "qwen2", "gemma2", "phi3"])
+def test_train_mode_dropout_same_seed(key):
+    """In train mode, mechscope's attention draws the same dropout masks as HF eager under the same seed."""
+    from families import make_config
+    from transformers import AutoModelForCausalLM
+
+    cfg = make_config(key, "eager")
+    for attr in ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout", "attention_probs_dropout_prob"):
+        if hasattr(cfg, attr):
+            setattr(cfg, attr, 0.2)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(cfg).train()
+    model = mechscope.Model.from_hf(hf)
+    ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(5)
+    ref = hf(ids).logits
+    torch.manual_seed(5)
+    logits, cache = model.run_with_cache(ids)
+    assert torch.equal(logits, ref)
+    torch.manual_seed(6)
+    assert not torch.equal(hf(ids).logits, ref)  # dropout is really active

@@ -59,6 +59,12 @@ class Model:
             raise InputError(f"from_hf expects a HuggingFace PreTrainedModel, got {type(hf_model).__name__}.")
         return cls(hf_model, tokenizer)
 
+    def to(self, device_or_dtype: str | torch.device | torch.dtype) -> Model:
+        """Move or cast the HF model in place (``model.to("cuda")``, ``model.to(torch.bfloat16)``); returns self."""
+        self.hf_model.to(device_or_dtype)
+        self.cfg = build_config(self.hf_model, self.family, self.blocks)
+        return self
+
     def __repr__(self) -> str:
         c = self.cfg
         return (f"Model({c.family}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads"
