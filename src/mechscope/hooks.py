@@ -28,13 +28,13 @@ HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 class HookPoint:
     """A named activation. Passed to hook functions as their ``hook`` argument.
 
-    ``ctx`` is a dict for hook functions to keep state across calls (cleared by ``model.reset_hooks``)."""
+    ``shape`` names each axis of the activation: ``"batch"``, ``"pos"``, ``"k_pos"`` or a size. ``ctx`` is a dict
+    for hook functions to keep state across calls (cleared by ``model.reset_hooks``)."""
 
     __slots__ = ("name", "layer_idx", "site", "shape", "doc", "ctx")
 
     def __init__(self, name: str, site: Site, layer_idx: int | None, shape: tuple, doc: str):
         self.name, self.site, self.layer_idx, self.shape, self.doc = name, site, layer_idx, shape, doc
-        """``shape`` names each axis: ``"batch"``, ``"pos"``, ``"k_pos"`` or a size."""
         self.ctx: dict[str, Any] = {}
 
     def layer(self) -> int | None:
