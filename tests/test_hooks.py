@@ -192,3 +192,28 @@ def test_reorder_and_upcast_gpt2_is_refused_for_internals():
         m.run_with_cache(ids, names_filter="blocks.0.attn.hook_pattern")
     assert not any(m_._forward_hooks for m_ in eager.modules())
     m.run_with_cache(ids, names_filter="blocks.0.hook_resid_post")  # points outside attention still work
+
+
+def test_points_added_at_run_time_behave_like_model_points(llama, ids):
+    """An SAE spliced in at a point fires its latents as a new named point (the roadmap's SAE splicing)."""
+    name = "blocks.0.hook_resid_post.sae.hook_sae_acts_post"
+    pt = llama.add_point(name, ("batch", "pos", 32), "toy SAE latents", layer=0)
+    W_enc = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+
+    def splice(x, hook):
+        acts = pt.fire(torch.relu(x @ W_enc))
+        return x + 0 * acts.sum()  # keep x; the latents only need to be fired
+
+    llama.add_hook("blocks.0.hook_resid_post", splice)
+    try:
+        _, cache = llama.run_with_cache(ids, names_filter=lambda n: "sae" in n)
+        assert cache[name].shape == (2, 10, 32) and (cache[name] >= 0).all()
+        seen = []
+        llama.run_with_hooks(ids, fwd_hooks=[(name, lambda a, h: seen.append(h.layer()))])
+        assert seen == [0]
+        with pytest.raises(InputError, match="already exists"):
+            llama.add_point(name, ("batch",))
+    finally:
+        llama.reset_hooks()
+        llama.remove_point(name)
+    assert name not in llama.hook_names()

@@ -41,6 +41,12 @@ class HookPoint:
         """Block index of this point (None for embeddings and the final norm)."""
         return self.layer_idx
 
+    def fire(self, x: Tensor) -> Tensor:
+        """Run the hooks attached to a point added with ``Model.add_point``; returns the (maybe replaced) tensor."""
+        if not isinstance(self.site, Virtual):
+            raise TypeError(f"{self.name!r} belongs to the model; only points added with add_point are fired by hand.")
+        return self.site.fire(x)
+
     def __repr__(self) -> str:
         return f"HookPoint({self.name!r})"
 
@@ -186,6 +192,18 @@ class ResidMid(Whole):
         return new
 
 
+class Virtual(Site):
+    """A point that code running inside the forward fires itself, e.g. an SAE spliced in at a hook point fires
+    ``<point>.sae.hook_sae_acts_post``. Hooks attach to it like to any other point; ``fire`` runs them."""
+
+    def __init__(self):
+        self.anchor = ("virtual", self)
+        self.entries: list[Entry] = []
+
+    def fire(self, x: Tensor) -> Tensor:
+        return run_entries(self.entries, x, None)[0] if self.entries else x
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 @dataclass(frozen=True, slots=True, eq=False)
 class Entry:
@@ -287,6 +305,7 @@ class Attachment:
         self.entries = list(entries)
         self.handles: list = []
         self.attn_entries: list[tuple[attention.AttnState, str, Entry]] = []
+        self.virtual: list[tuple[Virtual, Entry]] = []
         self._switch = switch_attention
         self._switched = False
         by_anchor: dict[tuple, list[Entry]] = defaultdict(list)
@@ -298,6 +317,9 @@ class Attachment:
                 kind, module = anchor[0], anchor[1]
                 if kind == "out":
                     self.handles.append(module.register_forward_hook(_out_hook(group), with_kwargs=True))
+                elif kind == "virtual":
+                    module.entries.extend(group)
+                    self.virtual.extend((module, e) for e in group)
                 elif kind == "in":
                     self.handles.append(module.register_forward_pre_hook(_in_hook(group), with_kwargs=True))
                     for e in group:
@@ -329,6 +351,9 @@ class Attachment:
                 if not lst:
                     del state.entries[kind]
         self.attn_entries.clear()
+        for site, e in self.virtual:
+            site.entries.remove(e)
+        self.virtual.clear()
         if self._switched:
             self._switch(-1)
             self._switched = False

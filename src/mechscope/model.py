@@ -21,7 +21,7 @@ from .cache import ActivationCache
 from .config import ModelConfig, build_config
 from .errors import HookNameError, InputError, unknown_hook
 from .families import Family, family_for
-from .hooks import Attachment, Entry, HookFn, HookPoint
+from .hooks import Attachment, Entry, HookFn, HookPoint, Virtual
 from .points import build_points
 
 NameFilter = str | Sequence[str] | Callable[[str], bool] | None
@@ -49,6 +49,7 @@ class Model:
         self._attn_saved: str | None = None
         self._persistent: list[Attachment] = []
         self._use_attn_result = use_attn_result
+        self._added: dict[str, HookPoint] = {}
         self.hook_dict: dict[str, HookPoint] = build_points(hf_model, self.family, self.cfg, self.blocks,
                                                             use_attn_result)
 
@@ -79,7 +80,23 @@ class Model:
         """Expose ``blocks.{l}.attn.hook_result`` (per-head outputs, ``[batch, pos, head, d_model]``: large)."""
         if use != self._use_attn_result:
             self._use_attn_result = use
-            self.hook_dict = build_points(self.hf_model, self.family, self.cfg, self.blocks, use)
+            self.hook_dict = build_points(self.hf_model, self.family, self.cfg, self.blocks, use) | self._added
+
+    def add_point(self, name: str, shape: tuple, doc: str = "", layer: int | None = None) -> HookPoint:
+        """Add a named point that your own code fires (``point.fire(x)``) from inside the forward, so hooks, caches
+        and filters treat it like the model's own: e.g. an SAE spliced in at ``blocks.3.hook_resid_post`` adds
+        ``blocks.3.hook_resid_post.sae.hook_sae_acts_post``. ``shape`` names axes as in ``hook_dict``."""
+        if name in self.hook_dict:
+            raise InputError(f"hook point {name!r} already exists; remove_point it first or pick another name.")
+        self._added[name] = HookPoint(name, Virtual(), layer, tuple(shape), doc)
+        self.hook_dict[name] = self._added[name]
+        return self._added[name]
+
+    def remove_point(self, name: str) -> None:
+        """Remove a point added with ``add_point``."""
+        if name not in self._added:
+            raise InputError(f"{name!r} was not added with add_point, so it cannot be removed.")
+        del self._added[name], self.hook_dict[name]
 
     def _point(self, name: str) -> HookPoint:
         pt = self.hook_dict.get(name)
