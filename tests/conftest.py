@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+# the embedded default model trains once per test run, into a fresh folder, unless MECHSCOPE_CACHE is set
+os.environ.setdefault("MECHSCOPE_CACHE", tempfile.mkdtemp(prefix="mechscope-test-cache-"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
