@@ -24,7 +24,8 @@ def _dtype(dtype) -> torch.dtype | str | None:
 
 
 def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/") and name.count("/") != 1 or Path(name).exists()
+    """A path rather than a hub id (``org/name`` has exactly one slash and no leading ``.``, ``/`` or ``~``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def load(name_or_path: str | os.PathLike = "default", *, device: str | torch.device | None = None,
