@@ -1,6 +1,6 @@
 """Hook and cache overhead of mechscope against plain HuggingFace, raw torch hooks and (if installed) nnsight.
 
-    python bench/bench_hooks.py                # full run (make bench): ~8 min on an idle 2-core CPU
+    python bench/bench_hooks.py                # full run (make bench): ~9 min on an idle 2-core CPU
     python bench/bench_hooks.py --quick        # smoke check: a few rounds, numbers not meaningful
     python bench/bench_hooks.py --out FILE.md  # also write the tables as markdown
     python bench/bench_hooks.py --threads 1    # when other jobs share the cores (see below)
