@@ -256,7 +256,7 @@ def main() -> None:
         show(title, rows)
     console.log(loads)
     if args.out:
-        note = "--quick: too few rounds to trust" if args.quick else f"{budget.rounds} rounds after {budget.warmup} warm-up"
+        note = f"{budget.rounds} rounds after {budget.warmup} warm-up" + (" (--quick: do not trust)" if args.quick else "")
         body = "\n".join(markdown(t, r) for t, r in tables)
         args.out.write_text(f"_{env}; {loads}; {note}_\n\n{body}")
         console.log(f"wrote {args.out}")
