@@ -24,6 +24,8 @@ from torch.nn import functional as F
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from .hooks import run_entries
+
 ATTN_IMPLEMENTATION = "mechscope"
 ATTN_KINDS = ("rot_q", "rot_k", "attn_scores", "pattern")
 
@@ -48,7 +50,7 @@ def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int) -> A
     return state
 
 
-def _fire(state: AttnState, kind: str, x: torch.Tensor, run_entries) -> torch.Tensor:
+def _fire(state: AttnState, kind: str, x: torch.Tensor) -> torch.Tensor:
     entries = state.entries.get(kind)
     return run_entries(entries, x, None)[0] if entries else x
 
@@ -73,11 +75,9 @@ def mechscope_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention with hook points; bit-equal to HF's eager when hooks only read."""
-    from .hooks import run_entries  # hooks imports this module; resolved once per call
-
     state = _STATE[module]
-    query = _fire(state, "rot_q", query, run_entries)
-    key = _fire(state, "rot_k", key, run_entries)
+    query = _fire(state, "rot_q", query)
+    key = _fire(state, "rot_k", key)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     key_states = _repeat_kv(key, state.n_rep)
@@ -90,7 +90,7 @@ def mechscope_attention(
         scores = scores * softcap
     if attention_mask is not None:
         scores = scores + attention_mask
-    scores = _fire(state, "attn_scores", scores, run_entries)
+    scores = _fire(state, "attn_scores", scores)
 
     sinks = getattr(module, "sinks", None)
     if sinks is not None:  # GPT-OSS: a learned per-head sink logit joins each row's softmax, then is dropped
@@ -98,7 +98,7 @@ def mechscope_attention(
         combined = torch.cat([scores, sink], dim=-1)
         combined = combined - combined.max(dim=-1, keepdim=True).values
         pattern = F.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1]
-        pattern = _fire(state, "pattern", pattern, run_entries)
+        pattern = _fire(state, "pattern", pattern)
         pattern = F.dropout(pattern, p=dropout, training=module.training).to(value_states.dtype)
         out = torch.matmul(pattern, value_states)
         return out.transpose(1, 2).contiguous(), pattern
@@ -106,7 +106,7 @@ def mechscope_attention(
         pattern = F.softmax(scores, dim=-1).type(value.dtype)
     else:
         pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    pattern = _fire(state, "pattern", pattern, run_entries)
+    pattern = _fire(state, "pattern", pattern)
     pattern = F.dropout(pattern, p=dropout, training=module.training)
     out = torch.matmul(pattern, value_states)
     return out.transpose(1, 2).contiguous(), pattern
@@ -114,21 +114,19 @@ def mechscope_attention(
 
 def gptj_attn(module: nn.Module, query, key, value, attention_mask=None):
     """GPT-J's ``GPTJAttention._attn`` with hook points; query/key arrive rotated, ``[b, h, pos, d_head]``."""
-    from .hooks import run_entries
-
     state = _STATE[module]
-    query = _fire(state, "rot_q", query, run_entries)
-    key = _fire(state, "rot_k", key, run_entries)
+    query = _fire(state, "rot_q", query)
+    key = _fire(state, "rot_k", key)
     query = query.to(torch.float32)
     key = key.to(torch.float32)
     scores = torch.matmul(query, key.transpose(-1, -2))
     scores = scores / module.scale_attn
     if attention_mask is not None:
         scores = scores + attention_mask
-    scores = _fire(state, "attn_scores", scores, run_entries)
+    scores = _fire(state, "attn_scores", scores)
     pattern = F.softmax(scores, dim=-1)
     pattern = pattern.to(value.dtype)
-    pattern = _fire(state, "pattern", pattern, run_entries)
+    pattern = _fire(state, "pattern", pattern)
     pattern = module.attn_dropout(pattern)
     return torch.matmul(pattern, value), pattern
 

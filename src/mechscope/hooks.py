@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import attention
 from .errors import HookReturnError
 
 HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
@@ -304,7 +303,7 @@ class Attachment:
     def __init__(self, entries: Iterable[Entry], switch_attention: Callable[[int], None]):
         self.entries = list(entries)
         self.handles: list = []
-        self.attn_entries: list[tuple[attention.AttnState, str, Entry]] = []
+        self.attn_entries: list[tuple] = []  # (AttnState, kind, Entry)
         self.virtual: list[tuple[Virtual, Entry]] = []
         self._switch = switch_attention
         self._switched = False
@@ -326,7 +325,9 @@ class Attachment:
                         if isinstance(e.site, ResidMid) and e.site not in mids[e.site.block]:
                             mids[e.site.block].append(e.site)
                 else:
-                    state = attention._STATE[module]
+                    from .attention import _STATE  # attention imports this module
+
+                    state = _STATE[module]
                     lst = state.entries.setdefault(anchor[2], [])
                     for e in group:
                         lst.append(e)

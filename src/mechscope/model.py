@@ -277,12 +277,7 @@ class Model:
         Keyword arguments: ``attention_mask``, ``prepend_bos``, ``padding_side``, ``stop_at_layer`` (returns the
         residual stream ``(batch, pos, d_model)`` entering that block), and any HF forward argument."""
         out, tokens, mask = self._run(input, **kwargs)
-        if return_type is None:
-            return None
-        if return_type == "logits" or kwargs.get("stop_at_layer") is not None:
-            return out
-        loss = lm_loss(out, tokens, mask)
-        return loss if return_type == "loss" else (out, loss)
+        return _output(out, tokens, mask, return_type, kwargs.get("stop_at_layer") is not None)
 
     __call__ = forward
 
@@ -322,12 +317,7 @@ class Model:
         cache = ActivationCache(store, self.cfg.n_layers)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
-        if return_type is None:
-            return None, cache
-        if return_type == "logits" or kwargs.get("stop_at_layer") is not None:
-            return out, cache
-        loss = lm_loss(out, tokens, mask)
-        return (loss if return_type == "loss" else (out, loss)), cache
+        return _output(out, tokens, mask, return_type, kwargs.get("stop_at_layer") is not None), cache
 
     @torch.no_grad()
     def generate(self, input: str | list[str] | Tensor, max_new_tokens: int = 20, *,
@@ -388,6 +378,16 @@ class Model:
     W_out = property(lambda self: weights.mlp_weight(self, "out"), doc="``[layer, d_mlp, d_model]``")
     b_in = property(lambda self: weights.mlp_bias(self, "in"), doc="``[layer, d_mlp]``")
     b_out = property(lambda self: weights.mlp_bias(self, "out"), doc="``[layer, d_model]``")
+
+
+def _output(out: Tensor, tokens: Tensor, mask: Tensor | None, return_type, stopped: bool):
+    """What ``forward`` returns for ``return_type``; a stopped run returns the residual stream as is."""
+    if return_type is None:
+        return None
+    if return_type == "logits" or stopped:
+        return out
+    loss = lm_loss(out, tokens, mask)
+    return loss if return_type == "loss" else (out, loss)
 
 
 def lm_loss(logits: Tensor, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
