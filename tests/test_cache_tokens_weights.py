@@ -108,7 +108,7 @@ def test_unsupported_model_names_families():
     from transformers import BertConfig, BertForMaskedLM
 
     bert = BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
-    with pytest.raises(mechscope.UnsupportedModelError, match=r"'bert'.*llama.*families.py"):
+    with pytest.raises(mechscope.UnsupportedModelError, match=r"'bert'.*llama.*mechscope/families/"):
         mechscope.Model.from_hf(bert)
 
 

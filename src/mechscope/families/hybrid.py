@@ -1,0 +1,11 @@
+"""Hybrid attention/state-space models: the residual stream everywhere, attention points on attention layers."""
+
+from __future__ import annotations
+
+from dataclasses import replace  # noqa: F401
+
+from .base import GPT2, LLAMA, Family  # noqa: F401
+
+FAMILIES: tuple[Family, ...] = ()
+EXCLUDED: dict[str, str] = {}
+"""model_type → reason, for types of this table's kind that are deliberately not wrapped."""
