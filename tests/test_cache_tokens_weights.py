@@ -62,9 +62,9 @@ def test_cache_device_and_batch_dim_errors(gpt2):
 
 def test_interleaved_qkv_matches_fused_projection(neox):
     """NeoX's fused projection is per-head [q | k | v]; hook_q/k/v must slice it the same way HF does."""
-    _, cache = neox.run_with_cache(IDS, names_filter=["blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q",
+    _, cache = neox.run_with_cache(IDS, names_filter=["blocks.0.ln1.hook_out", "blocks.0.attn.hook_q",
                                                       "blocks.0.attn.hook_k", "blocks.0.attn.hook_v"])
-    x = cache["normalized", 0, "ln1"]
+    x = cache["blocks.0.ln1.hook_out"]
     for name, W, b in (("q", neox.W_Q, neox.b_Q), ("k", neox.W_K, neox.b_K), ("v", neox.W_V, neox.b_V)):
         ref = torch.einsum("bpd,hde->bphe", x, W[0]) + b[0]
         torch.testing.assert_close(cache[name, 0], ref, atol=1e-5, rtol=1e-5)
@@ -73,10 +73,10 @@ def test_interleaved_qkv_matches_fused_projection(neox):
 @pytest.mark.parametrize("key", ["gpt2", "llama", "phi3", "gpt_bigcode", "gptj"])
 def test_weight_views_reproduce_activations(key):
     m = mechscope.Model.from_hf(make_pair(key, torch.float32)[0])
-    names = ["blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_z",
+    names = ["blocks.0.ln1.hook_out", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_z",
              "blocks.0.mlp.hook_post", "blocks.0.mlp.hook_pre"]
     _, c = m.run_with_cache(IDS, names_filter=names)
-    x = c["normalized", 0, "ln1"]
+    x = c["blocks.0.ln1.hook_out"]
     tol = dict(atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(c["q", 0], torch.einsum("bpd,hde->bphe", x, m.W_Q[0]) + m.b_Q[0], **tol)
     torch.testing.assert_close(c["k", 0], torch.einsum("bpd,hde->bphe", x, m.W_K[0]) + m.b_K[0], **tol)
@@ -84,8 +84,8 @@ def test_weight_views_reproduce_activations(key):
     assert m.W_out.shape == (2, m.cfg.d_mlp, m.cfg.d_model) and m.W_in.shape == (2, m.cfg.d_model, m.cfg.d_mlp)
     assert m.W_U.shape == (m.cfg.d_model, m.cfg.d_vocab) and m.W_E.shape == (m.cfg.d_vocab, m.cfg.d_model)
     if not m.cfg.gated_mlp and key != "gptj":  # plain MLP pre-activation = ln2 output @ W_in + b_in
-        _, c2 = m.run_with_cache(IDS, names_filter=["blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_pre"])
-        torch.testing.assert_close(c2["pre", 0], c2["normalized", 0, "ln2"] @ m.W_in[0] + m.b_in[0], **tol)
+        _, c2 = m.run_with_cache(IDS, names_filter=["blocks.0.ln2.hook_out", "blocks.0.mlp.hook_pre"])
+        torch.testing.assert_close(c2["pre", 0], c2["blocks.0.ln2.hook_out"] @ m.W_in[0] + m.b_in[0], **tol)
 
 
 def test_gpt2_has_positional_embedding_weights(gpt2):

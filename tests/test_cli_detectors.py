@@ -45,7 +45,7 @@ def test_head_scores_measure_attention_mass():
 def test_info_lists_points_and_memory(shared):
     res = runner.invoke(app, ["info", str(shared / "models" / "TinyStories-656K"), "--pos", "64"])
     assert res.exit_code == 0, res.output
-    assert "blocks.0.attn.hook_pattern" in res.output and "43 hook points" in res.output
+    assert "blocks.0.attn.hook_pattern" in res.output and "48 hook points" in res.output
     assert "n_kv_heads" in res.output
 
 

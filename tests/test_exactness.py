@@ -107,7 +107,7 @@ def test_cache_matches_independent_reading(case):
     for layer in range(eager.cfg.n_layers):
         assert torch.equal(cache["resid_pre", layer], out.hidden_states[layer])
         assert torch.equal(cache["pattern", layer], out.attentions[layer])
-    assert torch.equal(cache["ln_final.hook_normalized"], out.hidden_states[-1])
+    assert torch.equal(cache["ln_final.hook_out"], out.hidden_states[-1])
 
 
 @pytest.mark.parametrize("key", ["gpt2", "gpt_neox", "gptj", "llama", "qwen2", "gemma2", "phi3"])

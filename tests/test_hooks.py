@@ -64,18 +64,21 @@ def test_resid_mid_replacement_feeds_mlp_and_residual(llama, ids):
 
 
 def test_scale_replacement_rescales_norm_output(llama, ids):
-    _, clean = llama.run_with_cache(ids, names_filter=["blocks.0.ln1.hook_scale", "blocks.0.ln1.hook_normalized"])
+    names = ["blocks.0.ln1.hook_normalized", "blocks.0.ln1.hook_out"]
+    _, clean = llama.run_with_cache(ids, names_filter=names)
     with llama.hooks([("blocks.0.ln1.hook_scale", lambda s, h: s * 2)]):
-        _, c = llama.run_with_cache(ids, names_filter="blocks.0.ln1.hook_normalized")
-    torch.testing.assert_close(c["normalized", 0, "ln1"], clean["normalized", 0, "ln1"] / 2)
+        _, c = llama.run_with_cache(ids, names_filter=names)
+    torch.testing.assert_close(c["blocks.0.ln1.hook_out"], clean["blocks.0.ln1.hook_out"] / 2)
+    torch.testing.assert_close(c["normalized", 0, "ln1"], clean["normalized", 0, "ln1"] / 2)  # x / new scale
 
 
 def test_scale_matches_definition(llama, ids):
     _, c = llama.run_with_cache(ids, names_filter=["blocks.0.hook_resid_pre", "blocks.0.ln1.hook_scale",
-                                                   "blocks.0.ln1.hook_normalized"])
+                                                   "blocks.0.ln1.hook_normalized", "blocks.0.ln1.hook_out"])
     x = c["resid_pre", 0]
     norm = llama.blocks[0].input_layernorm
-    torch.testing.assert_close(c["blocks.0.ln1.hook_normalized"], x / c["scale", 0, "ln1"] * norm.weight)
+    assert torch.equal(c["blocks.0.ln1.hook_normalized"], x / c["scale", 0, "ln1"])
+    torch.testing.assert_close(c["blocks.0.ln1.hook_out"], x / c["scale", 0, "ln1"] * norm.weight)
 
 
 def test_hooks_removed_after_exception(llama, ids):

@@ -61,7 +61,7 @@ def test_cache_agrees_with_hidden_states_and_attentions(tinystories):
         assert torch.equal(cache["resid_pre", layer], out.hidden_states[layer])
         assert torch.equal(cache["pattern", layer], out.attentions[layer])
         torch.testing.assert_close(cache["pattern", layer].sum(-1), torch.ones(1, 8, toks.shape[1]))
-    assert torch.equal(cache["ln_final.hook_normalized"], out.hidden_states[-1])
+    assert torch.equal(cache["ln_final.hook_out"], out.hidden_states[-1])
     # resid_post = resid_mid + mlp_out = resid_pre + attn_out + mlp_out
     torch.testing.assert_close(cache["resid_post", 0], cache["resid_pre", 0] + cache["attn_out", 0] + cache["mlp_out", 0])
 

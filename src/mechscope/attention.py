@@ -50,9 +50,10 @@ def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int) -> A
     return state
 
 
-def _fire(state: AttnState, kind: str, x: torch.Tensor) -> torch.Tensor:
+def _fire(state: AttnState, kind: str, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the hooks on one internal; ``mask`` (the additive attention mask) lets scores show masked positions."""
     entries = state.entries.get(kind)
-    return run_entries(entries, x, None)[0] if entries else x
+    return run_entries(entries, x, mask)[0] if entries else x
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -90,7 +91,7 @@ def mechscope_attention(
         scores = scores * softcap
     if attention_mask is not None:
         scores = scores + attention_mask
-    scores = _fire(state, "attn_scores", scores)
+    scores = _fire(state, "attn_scores", scores, attention_mask)
 
     sinks = getattr(module, "sinks", None)
     if sinks is not None:  # GPT-OSS: a learned per-head sink logit joins each row's softmax, then is dropped
@@ -123,7 +124,7 @@ def gptj_attn(module: nn.Module, query, key, value, attention_mask=None):
     scores = scores / module.scale_attn
     if attention_mask is not None:
         scores = scores + attention_mask
-    scores = _fire(state, "attn_scores", scores)
+    scores = _fire(state, "attn_scores", scores, attention_mask)
     pattern = F.softmax(scores, dim=-1)
     pattern = pattern.to(value.dtype)
     pattern = _fire(state, "pattern", pattern)

@@ -11,6 +11,7 @@ Hook functions have TransformerLens's signature ``fn(activation, hook) -> Tensor
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .devices import parameter
 from .errors import HookReturnError
 
 HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
@@ -51,6 +53,34 @@ class HookPoint:
 
 
 # ---------------------------------------------------------------------------------------------- sites
+_MEMO: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+class Call:
+    """One module call as its hooks see it: the module's inputs, and what hooks on points of this call computed
+    or replaced so far (``memo``), so that a later point reads the replaced value (``hook_normalized`` after a
+    replaced ``hook_scale``, as in TransformerLens). Torch runs one hook per attachment (a ``hooks()`` context and
+    a cache are two), so the memo is shared through the input tensor and dies with it."""
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, args: tuple = (), kwargs: dict | None = None):
+        self.args, self.kwargs = args, kwargs or {}
+
+    def input(self) -> Tensor:
+        """The module's first input (``hidden_states``)."""
+        return self.args[0] if self.args else next(iter(self.kwargs.values()))
+
+    @property
+    def memo(self) -> dict:
+        x = self.input()
+        key = id(x)
+        entry = _MEMO.get(key)
+        if entry is None or entry[0]() is not x:
+            entry = _MEMO[key] = (weakref.ref(x, lambda _, key=key: _MEMO.pop(key, None)), {})
+        return entry[1]
+
+
 class Site:
     """Where an activation lives. ``anchor`` is ``("in"|"out", module)`` or ``("attn", module, kind)``."""
 
@@ -58,6 +88,10 @@ class Site:
     writable = True
     in_graph = True
     """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
+    grad_writable = True
+    """A backward hook may replace the gradient (False where the gradient is observed beside the graph)."""
+    stage = 0
+    """Order among sites sharing an anchor: lower runs first (a norm's scale, then normalized, then its output)."""
 
     def read(self, raw: Tensor, ctx) -> Tensor:
         return raw
@@ -65,12 +99,47 @@ class Site:
     def write(self, raw: Tensor, new: Tensor, old: Tensor, ctx) -> Tensor:
         return new
 
+    def tap(self, raw: Tensor, ctx) -> tuple[Tensor | None, Tensor]:
+        """For backward hooks: ``(activation whose gradient is wanted, raw routed through it)``; None when the
+        activation has no gradient in this call."""
+        act = self.read(raw, ctx)
+        if not act.requires_grad:
+            return None, raw
+        return act, self.write(raw, act, act, ctx)
+
+    def attach(self) -> list:
+        """Extra torch hooks this site needs while attached (their handles)."""
+        return []
+
 
 class Whole(Site):
     """The module's whole input (``in``) or output (``out``, first element when it returns a tuple)."""
 
     def __init__(self, where: str, module: nn.Module):
         self.anchor = (where, module)
+
+
+class PerBatch(Whole):
+    """An output HF computes once for the whole batch when it makes the position ids itself (GPT-2's position
+    embedding, ``[1, pos, d_model]``), shown as ``[batch, pos, d_model]`` as in TransformerLens. The batch size is
+    that of ``batch_module``'s output (the token embedding, which runs first). A replacement may differ per
+    sequence: HF adds it to the token embeddings, which broadcasts."""
+
+    def __init__(self, module: nn.Module, batch_module: nn.Module):
+        super().__init__("out", module)
+        self.batch_module = batch_module
+        self.batch: int | None = None
+
+    def read(self, raw, ctx):
+        if raw.shape[0] == 1 and self.batch not in (None, 1):
+            return raw.expand(self.batch, *raw.shape[1:]).contiguous()
+        return raw
+
+    def attach(self) -> list:
+        def record(module, args, output):
+            self.batch = output.shape[0]
+
+        return [self.batch_module.register_forward_hook(record)]
 
 
 class Heads(Site):
@@ -116,7 +185,7 @@ class Chunk(Site):
 
 
 class AttnInternal(Site):
-    """A step inside attention; q/k are shown ``[batch, pos, head, d_head]``, scores/pattern as computed."""
+    """A step inside attention; q/k are shown ``[batch, pos, head, d_head]``, the pattern as computed."""
 
     def __init__(self, module: nn.Module, kind: str):
         self.anchor = ("attn", module, kind)
@@ -129,29 +198,134 @@ class AttnInternal(Site):
         return new.transpose(1, 2) if self.transpose else new
 
 
-class NormScale(Site):
-    """The norm's divisor, ``sqrt(mean((x - mean x)^2) + eps)`` (LN) or ``sqrt(mean(x^2) + eps)`` (RMS), in float32,
-    shape ``[batch, pos, 1]``. Replacing it rescales the norm's output: ``(out - b) * old / new + b``."""
+def _masked(mask: Tensor | None) -> Tensor | None:
+    """Boolean ``[batch, 1, q_pos, k_pos]``: True where the model's attention mask forbids attending."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return ~mask
+    return mask == torch.finfo(mask.dtype).min
 
-    in_graph = False
 
-    def __init__(self, module: nn.Module, centred: bool):
-        self.anchor = ("out", module)
-        self.centred = centred
+class AttnScores(AttnInternal):
+    """Scores before softmax, ``[batch, head, pos, k_pos]``. Masked positions read ``-inf`` as in TransformerLens;
+    the model itself adds ``finfo.min`` there, which is what it keeps wherever a replacement leaves ``-inf`` at a
+    masked position (so an identity replacement is exact). Any other value written there is used as given."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__(module, "attn_scores")
+
+    def read(self, raw, mask):
+        m = _masked(mask)
+        return raw if m is None else raw.masked_fill(m, float("-inf"))
+
+    def write(self, raw, new, old, mask):
+        m = _masked(mask)
+        return new if m is None else torch.where(m & (new == float("-inf")), raw, new)
+
+
+class Norm:
+    """One norm module seen through TransformerLens's LayerNorm/RMSNorm arithmetic on its input, in float32
+    (float64 for float64 models): ``x - mean(x)`` if ``centred``, ``scale = sqrt(mean(x^2) + eps)``,
+    ``normalized = x / scale``; and how the module applies its weight to that, ``out = normalized * gain + bias``
+    with ``gain = weight_offset + weight`` (``1 + weight`` in Gemma and Nemotron), so replacements can be written
+    into the module's output exactly."""
+
+    def __init__(self, module: nn.Module, centred: bool, weight_offset: float = 0.0):
+        self.module, self.centred, self.weight_offset = module, centred, weight_offset
         self.eps = next((getattr(module, a) for a in ("eps", "variance_epsilon", "epsilon") if hasattr(module, a)), 1e-5)
 
+    def _x(self, call: Call) -> Tensor:
+        key = (self, "x")
+        if key not in call.memo:
+            x = call.input()
+            x = x.to(torch.promote_types(x.dtype, torch.float32))
+            call.memo[key] = x - x.mean(-1, keepdim=True) if self.centred else x
+        return call.memo[key]
+
+    def scale(self, call: Call) -> Tensor:
+        key = (self, "scale")
+        if key not in call.memo:
+            call.memo[key] = (self._x(call).pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        return call.memo[key]
+
+    def normalized(self, call: Call) -> Tensor:
+        key = (self, "normalized")
+        if key not in call.memo:
+            call.memo[key] = self._x(call) / self.scale(call)
+        return call.memo[key]
+
+    def gain(self, like: Tensor) -> Tensor | None:
+        """``weight_offset + weight`` in ``like``'s dtype, on its device; None for a norm without a weight."""
+        w = parameter(self.module, "weight", like.device)
+        if w is None:
+            return None
+        w = w.to(like.dtype)
+        return w + self.weight_offset if self.weight_offset else w
+
+    def bias(self, like: Tensor) -> Tensor | None:
+        return parameter(self.module, "bias", like.device)
+
+
+class NormScale(Site):
+    """The norm's divisor, ``sqrt(mean((x - mean x)^2) + eps)`` (LN) or ``sqrt(mean(x^2) + eps)`` (RMS), float32,
+    ``[batch, pos, 1]``. Replacing it rescales the norm's output: ``(out - b) * old / new + b``."""
+
+    in_graph = False
+    stage = -2
+
+    def __init__(self, norm: Norm):
+        self.anchor = ("out", norm.module)
+        self.norm = norm
+
     def read(self, raw, ctx):
-        x = ctx[0][0] if ctx[0] else next(iter(ctx[1].values()))
-        x = x.float()
-        if self.centred:
-            x = x - x.mean(-1, keepdim=True)
-        return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        return self.norm.scale(ctx)
 
     def write(self, raw, new, old, ctx):
-        bias = getattr(self.anchor[1], "bias", None)
+        ctx.memo[(self.norm, "scale")] = new
+        ctx.memo.pop((self.norm, "normalized"), None)
+        bias = self.norm.bias(raw)
         ratio = (old / new).to(raw.dtype)
         # (raw - b) * r + b, arranged to give raw back exactly when r == 1
         return raw * ratio if bias is None else raw * ratio + bias * (1 - ratio)
+
+
+class NormNormalized(Site):
+    """TransformerLens's ``hook_normalized``: ``x / scale`` (x centred for LayerNorm), *before* the norm's weight and
+    bias, float32, ``[batch, pos, d_model]``.
+
+    It is computed beside the model from the norm's input; a replacement ``new`` is written into the norm's output
+    as ``out + (new - old) * gain``, which is ``out`` bit for bit when ``new == old`` and ``new * gain + bias`` up to
+    rounding otherwise. Its gradient is observed beside the graph (``out + (n - n.detach()) * gain`` routes the
+    backward through a copy ``n``), so backward hooks may read it but not replace it."""
+
+    grad_writable = False
+    stage = -1
+
+    def __init__(self, norm: Norm):
+        self.anchor = ("out", norm.module)
+        self.norm = norm
+
+    def read(self, raw, ctx):
+        return self.norm.normalized(ctx)
+
+    def write(self, raw, new, old, ctx):
+        ctx.memo[(self.norm, "normalized")] = new
+        delta = new - old
+        gain = self.norm.gain(delta)
+        if gain is not None:
+            delta = delta * gain
+        return raw + delta.to(raw.dtype)
+
+    def tap(self, raw, ctx):
+        if not raw.requires_grad:
+            return None, raw
+        n = self.read(raw, ctx).detach().requires_grad_(True)
+        delta = n - n.detach()
+        gain = self.norm.gain(delta)
+        if gain is not None:
+            delta = delta * gain.detach()
+        return n, raw + delta.to(raw.dtype)
 
 
 class HeadResult(Site):
@@ -168,7 +342,8 @@ class HeadResult(Site):
 
     def read(self, raw, ctx):
         o = self.anchor[1]
-        w = o.weight if type(o).__name__ == "Conv1D" else o.weight.T  # [n_heads * d_head, d_model]
+        w = parameter(o, "weight", raw.device)
+        w = w if type(o).__name__ == "Conv1D" else w.T  # [n_heads * d_head, d_model]
         w_o = w.reshape(self.n, self.d_head, -1)
         return torch.einsum("bphd,hdm->bphm", raw.unflatten(-1, (self.n, self.d_head)), w_o)
 
@@ -212,24 +387,32 @@ class Entry:
     backward: bool
 
 
-def _check(new: Any, old: Tensor, point: HookPoint, what: str = "activation") -> None:
+def _check(new: Any, old: Tensor, point: HookPoint, what: str = "activation") -> Tensor:
+    """The replacement to use: same shape and dtype as ``old`` or an error; moved to ``old``'s device if needed,
+    so a value patched in from another device (a cache kept on CPU, another GPU's activation) just works."""
     if not isinstance(new, Tensor):
         raise HookReturnError(
             f"hook on {point.name!r} returned {type(new).__name__}; return a Tensor to replace the {what}, or None."
         )
-    if new.shape != old.shape or new.dtype != old.dtype or new.device != old.device:
+    if new.shape != old.shape or new.dtype != old.dtype:
         raise HookReturnError(
-            f"hook on {point.name!r} returned shape {tuple(new.shape)} {new.dtype} on {new.device}, but the {what} "
-            f"is {tuple(old.shape)} {old.dtype} on {old.device}; return a tensor of the same shape, dtype and device."
+            f"hook on {point.name!r} returned shape {tuple(new.shape)} {new.dtype}, but the {what} is "
+            f"{tuple(old.shape)} {old.dtype}; return a tensor of the same shape and dtype."
         )
+    return new if new.device == old.device else new.to(old.device)
 
 
 def _grad_hook(entry: Entry):
     def hook(grad: Tensor):
         new = entry.fn(grad, entry.point)
-        if new is not None:
-            _check(new, grad, entry.point, "gradient")
-        return new
+        if new is None:
+            return None
+        if not entry.site.grad_writable:
+            raise HookReturnError(
+                f"the gradient at {entry.point.name!r} is observed beside the model's graph and cannot be replaced; "
+                "replace the gradient at the norm's output (hook_out) or input (hook_resid_pre/mid) instead."
+            )
+        return _check(new, grad, entry.point, "gradient")
 
     return hook
 
@@ -238,12 +421,13 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
     """Run hooks in order on one tensor; return the (possibly replaced) tensor and whether it changed."""
     changed = False
     for e in entries:
-        act = e.site.read(raw, ctx)
         if e.backward:
-            if act.requires_grad:  # route the forward through ``act`` so its gradient is computed
+            act, routed = e.site.tap(raw, ctx)  # route the forward through ``act`` so its gradient is computed
+            if act is not None:
                 act.register_hook(_grad_hook(e))
-                raw, changed = e.site.write(raw, act, act, ctx), True
+                raw, changed = routed, True
             continue
+        act = e.site.read(raw, ctx)
         new = e.fn(act, e.point)
         if new is None or new is act:
             continue
@@ -252,7 +436,7 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
                 f"{e.point.name!r} is read-only (it is computed for analysis, not used by the model); "
                 "hook hook_z or hook_attn_out to change what attention writes."
             )
-        _check(new, act, e.point)
+        new = _check(new, act, e.point)
         raw, changed = e.site.write(raw, new, act, ctx), True
     return raw, changed
 
@@ -260,7 +444,7 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
 def _out_hook(entries: list[Entry]):
     def hook(module, args, kwargs, output):
         is_tuple = isinstance(output, tuple)
-        raw, changed = run_entries(entries, output[0] if is_tuple else output, (args, kwargs))
+        raw, changed = run_entries(entries, output[0] if is_tuple else output, Call(args, kwargs))
         if changed:
             return (raw, *output[1:]) if is_tuple else raw
         return None
@@ -271,7 +455,7 @@ def _out_hook(entries: list[Entry]):
 def _in_hook(entries: list[Entry]):
     def hook(module, args, kwargs):
         raw = args[0] if args else kwargs["hidden_states"]
-        raw, changed = run_entries(entries, raw, (args, kwargs))
+        raw, changed = run_entries(entries, raw, Call(args, kwargs))
         if not changed:
             return None
         if args:
@@ -291,8 +475,8 @@ def _resid_mid_fixup(sites: list[ResidMid]):
         if delta is None:
             return None
         if isinstance(output, tuple):
-            return (output[0] + delta, *output[1:])
-        return output + delta
+            return (output[0] + delta.to(output[0].device), *output[1:])
+        return output + delta.to(output.device)
 
     return hook
 
@@ -308,7 +492,7 @@ class Attachment:
         self._switch = switch_attention
         self._switched = False
         by_anchor: dict[tuple, list[Entry]] = defaultdict(list)
-        for e in self.entries:
+        for e in sorted(self.entries, key=lambda e: e.site.stage):  # stable: same-stage entries keep their order
             by_anchor[e.site.anchor].append(e)
         mids: dict[nn.Module, list[ResidMid]] = defaultdict(list)
         try:
@@ -332,6 +516,8 @@ class Attachment:
                     for e in group:
                         lst.append(e)
                         self.attn_entries.append((state, anchor[2], e))
+            for site in {id(e.site): e.site for e in self.entries}.values():
+                self.handles.extend(site.attach())
             for block, sites in mids.items():
                 self.handles.append(block.register_forward_hook(_resid_mid_fixup(sites)))
             if self.attn_entries:

@@ -11,24 +11,26 @@ from torch import nn
 from . import attention
 from .config import ModelConfig
 from .families import Family
-from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Whole
+from .hooks import (AttnInternal, AttnScores, Chunk, HeadResult, Heads, HookPoint, Norm, NormNormalized, NormScale,
+                    PerBatch, ResidMid, Site, Whole)
 
 B, P, K = "batch", "pos", "k_pos"
 
 DOCS = {
     "hook_embed": "token embedding (Gemma: already scaled by sqrt(d_model))",
-    "hook_pos_embed": "learned positional embedding",
+    "hook_pos_embed": "learned positional embedding, per sequence",
     "hook_resid_pre": "residual stream entering the block",
     "hook_resid_mid": "residual stream after attention, before the MLP (absent in parallel blocks)",
     "hook_resid_post": "residual stream leaving the block",
-    "hook_scale": "the norm's divisor sqrt(var + eps), float32",
-    "hook_normalized": "the norm's output (after its weight and bias)",
+    "hook_scale": "the norm's divisor sqrt(var + eps) (RMS: sqrt(mean x^2 + eps)), float32",
+    "hook_normalized": "x / scale (x centred for LayerNorm), before the norm's weight and bias, float32",
+    "hook_out": "the norm's output, after its weight and bias: what the next module reads",
     "attn.hook_q": "query projection, per head, before rotary",
     "attn.hook_k": "key projection, per key/value head, before rotary",
     "attn.hook_v": "value projection, per key/value head",
     "attn.hook_rot_q": "query after rotary (and q-norm); what the scores use",
     "attn.hook_rot_k": "key after rotary (and k-norm), including cached positions",
-    "attn.hook_attn_scores": "scaled, soft-capped, masked scores before softmax",
+    "attn.hook_attn_scores": "scaled, soft-capped scores before softmax; masked positions are -inf",
     "attn.hook_pattern": "attention probabilities after softmax, before dropout",
     "attn.hook_z": "per-head weighted sum of values (input of the output projection)",
     "attn.hook_result": "per-head output z_h @ W_O[h] (opt-in, read-only, no bias)",
@@ -57,12 +59,15 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
     def add_norm(prefix: str, module: nn.Module, layer: int | None) -> None:
-        add(f"{prefix}.hook_scale", NormScale(module, centred=fam.norm_type == "LN"), layer, (B, P, 1))
-        add(f"{prefix}.hook_normalized", Whole("out", module), layer, (B, P, d))
+        norm = Norm(module, centred=fam.norm_type == "LN", weight_offset=fam.norm_weight_offset)
+        add(f"{prefix}.hook_scale", NormScale(norm), layer, (B, P, 1))
+        add(f"{prefix}.hook_normalized", NormNormalized(norm), layer, (B, P, d))
+        add(f"{prefix}.hook_out", Whole("out", module), layer, (B, P, d))
 
-    add("hook_embed", Whole("out", hf_model.get_submodule(fam.embed)), None, (B, P, d))
+    embed = hf_model.get_submodule(fam.embed)
+    add("hook_embed", Whole("out", embed), None, (B, P, d))
     if fam.pos_embed:
-        add("hook_pos_embed", Whole("out", hf_model.get_submodule(fam.pos_embed)), None, (B, P, d))
+        add("hook_pos_embed", PerBatch(hf_model.get_submodule(fam.pos_embed), embed), None, (B, P, d))
 
     for l, block in enumerate(blocks):
         b = f"blocks.{l}"
@@ -88,7 +93,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if fam.rotary:
             add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dh))
             add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dh))
-        add(f"{b}.attn.hook_attn_scores", AttnInternal(attn_mod, "attn_scores"), l, (B, h, P, K))
+        add(f"{b}.attn.hook_attn_scores", AttnScores(attn_mod), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
         add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dh), l, (B, P, h, dh))

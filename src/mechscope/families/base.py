@@ -67,6 +67,9 @@ class Family:
     """Canonical norm name (``ln1``, ``ln2``, ``ln1_post``, ``ln2_post``) → module path in a block."""
     norm_type: Literal["LN", "RMS"] = "RMS"
     """``LN`` (mean-centred LayerNorm) or ``RMS`` (RMSNorm); decides how ``hook_scale`` is computed."""
+    norm_weight_offset: float = 0.0
+    """The norms multiply by ``norm_weight_offset + weight``: 1.0 for Gemma's and Nemotron's ``(1 + weight)`` norms.
+    Needed to write a replaced ``hook_normalized`` into the norm's output."""
 
     attn_out: str = "self_attn"
     """Module whose output is what attention adds to the residual (``hook_attn_out``)."""

@@ -36,9 +36,9 @@ FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="qwen2_moe", model_types=("qwen2_moe",), moe=True),
     replace(LLAMA, name="qwen3", model_types=("qwen3",), notes="q and k are RMS-normed per head before RoPE; hook_rot_q/k are after both."),
     replace(LLAMA, name="qwen3_moe", model_types=("qwen3_moe",), moe=True, notes="q and k are RMS-normed per head before RoPE; hook_rot_q/k are after both."),
-    replace(LLAMA, name="gemma", model_types=("gemma",), notes="hook_embed includes the sqrt(d_model) scaling."),
+    replace(LLAMA, name="gemma", model_types=("gemma",), norm_weight_offset=1.0, notes="hook_embed includes the sqrt(d_model) scaling."),
     replace(
-        LLAMA, name="gemma2", model_types=("gemma2", "gemma3_text"), norms=POST_NORM_GEMMA,
+        LLAMA, name="gemma2", model_types=("gemma2", "gemma3_text"), norms=POST_NORM_GEMMA, norm_weight_offset=1.0,
         resid_mid="pre_feedforward_layernorm", attn_out="post_attention_layernorm",
         mlp_out="post_feedforward_layernorm",
         notes="Sandwich norms: hook_attn_out/hook_mlp_out are after ln1_post/ln2_post (what enters the "
@@ -74,7 +74,9 @@ FAMILIES: tuple[Family, ...] = (
         LLAMA, name="starcoder2", model_types=("starcoder2",), norm_type="LN", mlp_gate=None,
         mlp_in="mlp.c_fc", mlp_down="mlp.c_proj",
     ),
-    replace(LLAMA, name="arcee", model_types=("arcee", "nemotron"), **PLAIN_MLP),
+    replace(LLAMA, name="arcee", model_types=("arcee",), **PLAIN_MLP),
+    replace(LLAMA, name="nemotron", model_types=("nemotron",), norm_type="LN", norm_weight_offset=1.0, **PLAIN_MLP,
+            notes="LayerNorm with (1 + weight) and a bias."),
     replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe=True, notes="Attention sinks: each head's softmax includes a learned sink logit, dropped from hook_pattern (rows sum to less than 1)."),
     replace(LLAMA, name="helium", model_types=("helium", "smollm3")),
     replace(
