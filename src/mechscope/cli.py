@@ -47,7 +47,7 @@ def _bytes(n: float) -> str:
 def info(model: str = MODEL_ARG, pos: int = typer.Option(128, help="Sequence length for the memory estimates."),
          dtype: str = typer.Option(None, help="Load in this dtype (float32, bfloat16, ...).")):
     """Architecture, hook points with shapes, and what caching everything would cost."""
-    from .points import numel
+    from .memory import point_bytes
 
     m = _load(model, dtype)
     cfg = m.cfg
@@ -57,24 +57,32 @@ def info(model: str = MODEL_ARG, pos: int = typer.Option(128, help="Sequence len
     console.print(t)
     if m.family.notes:
         console.print(f"[bold]{cfg.family}:[/bold] {m.family.notes}")
-    size = cfg.dtype.itemsize
     points = Table(title=f"hook points (memory for batch 1 × {pos} tokens)")
     points.add_column("name", no_wrap=True)
     points.add_column("shape", no_wrap=True)
     points.add_column("bytes", justify="right", no_wrap=True)
     points.add_column("meaning")
-    total = 0
     shown_layers = {0, cfg.n_layers - 1}
     for name, pt in m.hook_dict.items():
-        nbytes = numel(pt.shape, 1, pos) * (4 if name.endswith("hook_scale") else size)
-        total += nbytes
         if pt.layer_idx is None or pt.layer_idx in shown_layers:
-            points.add_row(name, "[" + ", ".join(map(str, pt.shape)) + "]", _bytes(nbytes), pt.doc)
+            points.add_row(name, "[" + ", ".join(map(str, pt.shape)) + "]",
+                           _bytes(point_bytes(pt, 1, pos, cfg.dtype) or 0), pt.doc)
     console.print(points)
     if cfg.n_layers > 2:
         console.print(f"(blocks 1–{cfg.n_layers - 2} have the same points as block 0)")
-    console.print(f"{len(m.hook_dict)} hook points; a full cache of batch 1 × {pos} tokens takes {_bytes(total)}"
-                  f" ({_bytes(total / pos)} per token).")
+    console.print(_cache_estimates(m, pos))
+
+
+def _cache_estimates(m, pos: int, batches: tuple[int, ...] = (1, 8, 32)) -> str:
+    """The same estimate ``run_with_cache`` checks before it runs: a full cache, per batch size, at ``pos`` tokens."""
+    names = list(m.hook_dict)
+    lines = [f"{len(names)} hook points; a full cache at {pos} tokens takes"]
+    for b in batches:
+        per_device = m.cache_bytes(names, b, pos)
+        where = ", ".join(f"{_bytes(n)} on {d}" for d, n in per_device.items())
+        fwd_bwd = sum(m.cache_bytes(names, b, pos, incl_bwd=True).values())
+        lines.append(f"  batch {b:>3}: {where} ({_bytes(fwd_bwd)} with gradients, incl_bwd=True)")
+    return "\n".join(lines)
 
 
 @app.command()

@@ -92,6 +92,8 @@ class Site:
     """A backward hook may replace the gradient (False where the gradient is observed beside the graph)."""
     stage = 0
     """Order among sites sharing an anchor: lower runs first (a norm's scale, then normalized, then its output)."""
+    dtype: torch.dtype | None = None
+    """The activation's dtype when it is not the model's (points computed in float32); for memory estimates."""
 
     def read(self, raw: Tensor, ctx) -> Tensor:
         return raw
@@ -273,6 +275,7 @@ class NormScale(Site):
 
     in_graph = False
     stage = -2
+    dtype = torch.float32
 
     def __init__(self, norm: Norm):
         self.anchor = ("out", norm.module)
@@ -301,6 +304,7 @@ class NormNormalized(Site):
 
     grad_writable = False
     stage = -1
+    dtype = torch.float32
 
     def __init__(self, norm: Norm):
         self.anchor = ("out", norm.module)

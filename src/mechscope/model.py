@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from . import attention, tokens as tok_utils, weights
+from . import attention, devices, memory, tokens as tok_utils, weights
 from .cache import ActivationCache
 from .config import ModelConfig, build_config
 from .errors import HookNameError, InputError, unknown_hook
@@ -50,6 +50,7 @@ class Model:
         self._persistent: list[Attachment] = []
         self._use_attn_result = use_attn_result
         self._added: dict[str, HookPoint] = {}
+        self._footprints: dict[tuple, list] = {}  # (names, device) -> summed footprint terms, see cache_bytes
         self.hook_dict: dict[str, HookPoint] = build_points(hf_model, self.family, self.cfg, self.blocks,
                                                             use_attn_result)
 
@@ -64,6 +65,7 @@ class Model:
         """Move or cast the HF model in place (``model.to("cuda")``, ``model.to(torch.bfloat16)``); returns self."""
         self.hf_model.to(device_or_dtype)
         self.cfg = build_config(self.hf_model, self.family, self.blocks)
+        self._footprints.clear()  # devices and dtype may have changed
         return self
 
     def __repr__(self) -> str:
@@ -81,6 +83,7 @@ class Model:
         if use != self._use_attn_result:
             self._use_attn_result = use
             self.hook_dict = build_points(self.hf_model, self.family, self.cfg, self.blocks, use) | self._added
+            self._footprints.clear()
 
     def add_point(self, name: str, shape: tuple, doc: str = "", layer: int | None = None) -> HookPoint:
         """Add a named point that your own code fires (``point.fire(x)``) from inside the forward, so hooks, caches
@@ -90,6 +93,7 @@ class Model:
             raise InputError(f"hook point {name!r} already exists; remove_point it first or pick another name.")
         self._added[name] = HookPoint(name, Virtual(), layer, tuple(shape), doc)
         self.hook_dict[name] = self._added[name]
+        self._footprints.clear()
         return self._added[name]
 
     def remove_point(self, name: str) -> None:
@@ -97,6 +101,7 @@ class Model:
         if name not in self._added:
             raise InputError(f"{name!r} was not added with add_point, so it cannot be removed.")
         del self._added[name], self.hook_dict[name]
+        self._footprints.clear()
 
     def _point(self, name: str) -> HookPoint:
         pt = self.hook_dict.get(name)
@@ -204,8 +209,44 @@ class Model:
             self.tokenizer, input,
             prepend_bos=self.default_prepend_bos if prepend_bos is None else prepend_bos,
             padding_side=padding_side or self.default_padding_side,
-            n_ctx=self.cfg.n_ctx, device=self.cfg.device,
+            n_ctx=self.cfg.n_ctx, device=self.input_device,
         )
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where token ids go: the token embedding's execution device (with ``device_map``, not necessarily where
+        the rest of the model is; ``cfg.device`` is the unembedding's)."""
+        return devices.input_device(self.hf_model, self.hf_model.get_submodule(self.family.embed))
+
+    def point_device(self, name: str) -> torch.device:
+        """The device a point's activation lives on: its module's execution device (models split across devices
+        or offloaded by accelerate have several)."""
+        anchor = self._point(name).site.anchor[1]
+        dev = devices.execution_device(anchor) if isinstance(anchor, nn.Module) else None
+        return dev or self.input_device
+
+    def cache_bytes(self, names: Iterable[str], batch: int, pos: int, *, k_pos: int | None = None,
+                    incl_bwd: bool = False, device: str | torch.device | None = None) -> dict[torch.device, int]:
+        """Estimated bytes a cache of ``names`` takes for ``batch`` × ``pos`` tokens (``k_pos`` keys), per device:
+        ``device`` if the cache is moved there, else where each activation lives."""
+        target = torch.device(device) if device is not None else None
+        key = (tuple(names), target)
+        terms = self._footprints.get(key)
+        if terms is None:  # points of equal axes on one device summed once: the check then costs microseconds
+            summed: dict[tuple, int] = {}
+            for name in key[0]:
+                size = memory.footprint(self._point(name), self.cfg.dtype)
+                if size is not None:
+                    k = (target or self.point_device(name), *size[1:])
+                    summed[k] = summed.get(k, 0) + size.bytes_per
+            if len(self._footprints) > 256:
+                self._footprints.clear()
+            terms = self._footprints[key] = [(k[0], memory.Footprint(n, *k[1:])) for k, n in summed.items()]
+        k_pos = pos if k_pos is None else k_pos
+        out: dict[torch.device, int] = {}
+        for dev, size in terms:
+            out[dev] = out.get(dev, 0) + size.nbytes(batch, pos, k_pos, incl_bwd)
+        return out
 
     def to_tokens(self, input: str | list[str], *, prepend_bos: bool | None = None,
                   padding_side: Literal["left", "right"] | None = None) -> Tensor:
@@ -251,7 +292,7 @@ class Model:
     def _run(self, input, *, attention_mask: Tensor | None = None, prepend_bos: bool | None = None,
              padding_side: str | None = None, stop_at_layer: int | None = None, **hf_kwargs):
         """(output, tokens, mask): output is logits, or the residual stream when stopped early."""
-        batch = self._batch(input, prepend_bos, padding_side)
+        batch = input if isinstance(input, tok_utils.Batch) else self._batch(input, prepend_bos, padding_side)
         mask = attention_mask if attention_mask is not None else batch.attention_mask
         kwargs = dict(hf_kwargs)
         if mask is not None:
@@ -290,13 +331,15 @@ class Model:
     def run_with_cache(self, input, *, names_filter: NameFilter = None, device: str | torch.device | None = None,
                        incl_bwd: bool = False, metric: Callable[[Tensor], Tensor] | None = None,
                        remove_batch_dim: bool = False, return_type: Literal["logits", "loss", "both"] | None = "logits",
-                       **kwargs) -> tuple[Tensor | None, ActivationCache]:
+                       check_memory: bool = True, **kwargs) -> tuple[Tensor | None, ActivationCache]:
         """Run and record activations: ``(output, ActivationCache)``.
 
         ``names_filter``: None (every point), a name, a list of names, or ``lambda name: bool``. Only the requested
         points are hooked. ``device``: where to put cached tensors (default: where they are, no copy).
         ``incl_bwd``: also backpropagate ``metric(logits)`` (default: the mean next-token loss) and cache gradients
-        as ``<name>_grad``. ``stop_at_layer``: stop before that block; the output is the residual stream."""
+        as ``<name>_grad``. ``stop_at_layer``: stop before that block; the output is the residual stream.
+        ``check_memory``: first estimate the cache's size from the point shapes and refuse (``CacheMemoryError``,
+        with the fixes) if it does not fit in what is free on its device(s)."""
         store: dict[str, Tensor] = {}
 
         def save(act, hook, suffix=""):
@@ -304,6 +347,10 @@ class Model:
             store[hook.name + suffix] = act if device is None else act.to(device)
 
         names = self._names(names_filter)
+        batch = self._batch(input, kwargs.pop("prepend_bos", None), kwargs.pop("padding_side", None))
+        if check_memory:
+            self._check_cache_memory(names, batch.tokens, kwargs, incl_bwd, device)
+        input = batch
         fwd = [(n, save) for n in names]
         in_graph = [n for n in names if self.hook_dict[n].site.in_graph]
         bwd = [(n, partial(save, suffix="_grad")) for n in in_graph] if incl_bwd else []
@@ -318,6 +365,17 @@ class Model:
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
         return _output(out, tokens, mask, return_type, kwargs.get("stop_at_layer") is not None), cache
+
+    def _check_cache_memory(self, names: list[str], tokens: Tensor, kwargs: dict, incl_bwd: bool, device) -> None:
+        stop = kwargs.get("stop_at_layer")
+        if stop is not None:  # later blocks never run
+            stop = stop + self.cfg.n_layers if stop < 0 else stop
+            names = [n for n in names if (layer := self.hook_dict[n].layer_idx) is None or layer < stop]
+        b, p = tokens.shape
+        past = kwargs.get("past_key_values")
+        k_pos = p + past.get_seq_length() if hasattr(past, "get_seq_length") else None
+        needed = self.cache_bytes(names, b, p, k_pos=k_pos, incl_bwd=incl_bwd, device=device)
+        memory.check(needed, n_points=len(names), batch=b, pos=p, moved=device is not None)
 
     @torch.no_grad()
     def generate(self, input: str | list[str] | Tensor, max_new_tokens: int = 20, *,

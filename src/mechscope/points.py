@@ -127,9 +127,14 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     return pts
 
 
-def numel(shape: tuple, batch: int, pos: int) -> int:
-    """Elements in an activation of ``shape`` for ``batch`` sequences of ``pos`` tokens."""
+def numel(shape: tuple, batch: int, pos: int, k_pos: int | None = None) -> int | None:
+    """Elements in an activation of ``shape`` for ``batch`` sequences of ``pos`` tokens attending to ``k_pos`` keys
+    (default ``pos``; more on a KV-cache step). None when an axis is a name the table cannot size."""
+    sizes = {B: batch, P: pos, K: pos if k_pos is None else k_pos}
     n = 1
     for s in shape:
-        n *= batch if s == B else pos if s in (P, K) else s
+        s = sizes.get(s, s)
+        if not isinstance(s, int):
+            return None
+        n *= s
     return n
