@@ -35,7 +35,11 @@ def load(name_or_path: str | os.PathLike = "default", *, device: str | torch.dev
     ``name_or_path``: ``"default"`` (mechscope's embedded model, trained on first use), a local folder, or a
     HuggingFace hub id. ``dtype``: ``"float32"``, ``"bfloat16"``, ... (default: the checkpoint's). ``device``:
     where to put the model. ``attn_implementation``: HF's (``"sdpa"``, ``"eager"``, ...; default HF's choice).
+    Other keyword arguments go to HF's ``from_pretrained``, e.g. ``device_map="auto"`` (with ``offload_folder``) to
+    spread a model over GPUs, CPU memory and disk; hooks and caches then follow each module's device.
     """
+    if device is not None and hf_kwargs.get("device_map") is not None:
+        raise ModelLoadError("pass either device= or device_map=, not both: device_map places every module itself.")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     name = str(name_or_path)
