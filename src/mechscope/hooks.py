@@ -237,25 +237,23 @@ class Norm:
         self.module, self.centred, self.weight_offset = module, centred, weight_offset
         self.eps = next((getattr(module, a) for a in ("eps", "variance_epsilon", "epsilon") if hasattr(module, a)), 1e-5)
 
+    # The memo lives as long as the norm's input (often kept by a cache), so it holds only the small scale and
+    # replaced values; full-size intermediates are recomputed rather than kept.
     def _x(self, call: Call) -> Tensor:
-        key = (self, "x")
-        if key not in call.memo:
-            x = call.input()
-            x = x.to(torch.promote_types(x.dtype, torch.float32))
-            call.memo[key] = x - x.mean(-1, keepdim=True) if self.centred else x
-        return call.memo[key]
+        x = call.input()
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        return x - x.mean(-1, keepdim=True) if self.centred else x
 
     def scale(self, call: Call) -> Tensor:
+        memo = call.memo
         key = (self, "scale")
-        if key not in call.memo:
-            call.memo[key] = (self._x(call).pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
-        return call.memo[key]
+        if key not in memo:
+            memo[key] = (self._x(call).pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        return memo[key]
 
     def normalized(self, call: Call) -> Tensor:
-        key = (self, "normalized")
-        if key not in call.memo:
-            call.memo[key] = self._x(call) / self.scale(call)
-        return call.memo[key]
+        replaced = call.memo.get((self, "normalized"))
+        return replaced if replaced is not None else self._x(call) / self.scale(call)
 
     def gain(self, like: Tensor) -> Tensor | None:
         """``weight_offset + weight`` in ``like``'s dtype, on its device; None for a norm without a weight."""
