@@ -41,8 +41,9 @@ class ModelConfig:
     """Maximum context length (``max_position_embeddings``)."""
     normalization: Literal["LN", "RMS"]
     """``LN`` (LayerNorm, mean-centred) or ``RMS`` (RMSNorm)."""
-    positional_embedding_type: Literal["standard", "rotary"]
-    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k."""
+    positional_embedding_type: Literal["standard", "rotary", "none"]
+    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k; ``none``: no
+    positional encoding in attention (hybrids whose recurrent blocks carry position, e.g. Jamba)."""
     parallel_attn_mlp: bool
     """Attention and MLP read the same residual (GPT-NeoX/Pythia, GPT-J, Phi, Cohere)."""
     gated_mlp: bool
@@ -101,10 +102,10 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         d_vocab=unembed.weight.shape[0],
         n_ctx=n_ctx,
         normalization=fam.norm_type,
-        positional_embedding_type="standard" if fam.pos_embed else "rotary",
+        positional_embedding_type="standard" if fam.pos_embed else "rotary" if fam.rotary else "none",
         parallel_attn_mlp=fam.is_parallel(c),
         gated_mlp=fam.gated and fam.mlp_down is not None,
-        post_norms="ln1_post" in fam.norms,
+        post_norms=any(has_module(b, fam.norms.get("ln1_post")) for b in blocks),
         act_fn=act,
         attn_softcap=getattr(c, "attn_logit_softcapping", None),
         tied_embeddings=unembed.weight is hf_model.get_submodule(fam.embed).weight,

@@ -96,7 +96,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dh), l, (B, P, h, dh))
         if use_attn_result:
             add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dh), l, (B, P, h, d))
-        if "ln1_post" in fam.norms:
+        if has_module(block, fam.norms.get("ln1_post")):
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
 
@@ -110,7 +110,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if fam.has_group(hf_model.config, block, l, "attn"):
             add_attention(b, block, l)
         if fam.has_group(hf_model.config, block, l, "mixer"):
-            add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer)), l, (B, P, d))
+            if has(fam.norms.get("ln1_post")) and not fam.has_group(hf_model.config, block, l, "attn"):
+                add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
+            add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer_out or fam.mixer)), l, (B, P, d))
         if has(fam.resid_mid):
             add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
         if has(fam.norms.get("ln2")):

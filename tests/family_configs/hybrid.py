@@ -6,8 +6,17 @@ convolution, dense MLP, MoE), with an attention block first so the KV-cache and 
 
 CONFIGS: dict[str, dict] = {
     "lfm2": dict(layer_types=["full_attention", "conv"], conv_L_cache=3, block_auto_adjust_ff_dim=False),
+    "lfm2_moe": dict(layer_types=["full_attention", "conv"], conv_L_cache=3, num_dense_layers=1, num_experts=4,
+                     num_experts_per_tok=2, moe_intermediate_size=32),
+    "lfm3": dict(layer_types=["sliding_attention", "conv", "full_attention"], num_hidden_layers=3, conv_L_cache=3,
+                 sliding_window=4),
+    "lfm3_no_sandwich": dict(layer_types=["full_attention", "conv"], conv_L_cache=3, use_sandwich_norm=False,
+                             use_attention_gate=False),
+    "bamba": dict(attn_layer_indices=[0], mamba_n_heads=8, mamba_d_state=16, mamba_chunk_size=8),
+    "jamba": dict(attn_layer_period=2, attn_layer_offset=0, expert_layer_period=2, expert_layer_offset=1,
+                  num_experts=4, use_mamba_kernels=False),
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""
-VARIANTS: dict[str, str] = {}
+VARIANTS: dict[str, str] = {"lfm3_no_sandwich": "lfm3"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

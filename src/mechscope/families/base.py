@@ -99,7 +99,10 @@ class Family:
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
     mixer: str | None = None
     """Hybrids: the token mixer of blocks that mix without softmax attention (Mamba, linear attention, short
-    convolution, RG-LRU); its output is ``hook_mixer_out``."""
+    convolution, RG-LRU); it marks the blocks that have ``hook_mixer_out``."""
+    mixer_out: str | None = None
+    """Module whose output is ``hook_mixer_out``, what the mixer adds to the residual (None: ``mixer`` itself;
+    sandwich-norm hybrids: the post-mixer norm)."""
     layer_groups: dict[str, tuple[str, ...]] | None = None
     """Hybrids whose blocks differ: point group (``attn``, ``mixer``, ``mlp``) → the ``config.layer_types`` values
     of the blocks that have it. Needed only where one module path serves several kinds (NemotronH's ``mixer`` is
@@ -117,8 +120,8 @@ class Family:
 
     def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
         """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),
-        ``mixer`` or ``mlp`` (probed by the module whose output is the point), restricted by ``layer_groups``."""
-        probe = {"attn": self.o if self.attn else None, "mixer": self.mixer, "mlp": self.mlp_out}[group]
+        ``mixer`` or ``mlp`` (probed by the module itself), restricted by ``layer_groups``."""
+        probe = {"attn": self.o if self.attn else None, "mixer": self.mixer, "mlp": self.mlp}[group]
         if not has_module(block, probe):
             return False
         if self.layer_groups is None:
@@ -131,14 +134,14 @@ class Family:
 
 
 def has_module(root: nn.Module, path: str | None) -> bool:
-    """Whether ``path`` names a submodule of ``root`` (hybrid blocks differ in which modules they have)."""
+    """Whether ``path`` names a submodule of ``root`` (hybrid blocks differ in which modules they have). An
+    ``nn.Identity`` placeholder (a norm switched off by the config) counts as absent."""
     if path is None:
         return False
     try:
-        root.get_submodule(path)
+        return not isinstance(root.get_submodule(path), nn.Identity)
     except AttributeError:
         return False
-    return True
 
 
 LLAMA = Family(name="llama", model_types=("llama",))

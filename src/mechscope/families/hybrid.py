@@ -23,8 +23,35 @@ LFM2 = replace(
     "are RMS-normed per head before RoPE (hook_rot_q/k are after both). ln_final is the model's embedding_norm.",
 )
 
+LFM3 = replace(
+    LFM2, name="lfm3", model_types=("lfm3",), o="self_attn.o_proj",
+    norms={"ln1": "operator_norm", "ln1_post": "post_operator_norm", "ln2": "ffn_norm", "ln2_post": "post_ffn_norm"},
+    attn_out="post_operator_norm", mixer_out="post_operator_norm", mlp_out="post_ffn_norm",
+    notes="Convolution blocks have hook_mixer_out instead of attention points. Sandwich norms (use_sandwich_norm): "
+    "hook_attn_out/hook_mixer_out/hook_mlp_out are after ln1_post/ln2_post, what enters the residual. q and k are "
+    "RMS-normed per head before RoPE; with use_attention_gate each head's z is multiplied by a sigmoid gate "
+    "(g_proj) before the output projection, so hook_z is the gated z.",
+)
+
+MAMBA_HYBRID = replace(
+    LLAMA, name="bamba", model_types=("bamba",), ln_final="model.final_layernorm",
+    norms={"ln1": "input_layernorm", "ln2": "pre_ff_layernorm"}, resid_mid="pre_ff_layernorm", mixer="mamba",
+    mlp="feed_forward", mlp_out="feed_forward", mlp_gate="feed_forward.gate_proj", mlp_in="feed_forward.up_proj",
+    mlp_down="feed_forward.down_proj",
+    notes="Mamba-2 blocks have hook_mixer_out instead of attention points; every block has its MLP.",
+)
+"""Mamba (or Mamba-2) blocks beside attention blocks, each followed by an MLP: Bamba, Jamba."""
+
 FAMILIES: tuple[Family, ...] = (
     LFM2,
+    LFM3,
+    replace(LFM2, name="lfm2_moe", model_types=("lfm2_moe",), moe=True,
+            notes="Convolution blocks have hook_mixer_out instead of attention points; the first num_dense_layers "
+            "blocks have a dense MLP, the rest a mixture of experts; q and k are RMS-normed per head before RoPE."),
+    MAMBA_HYBRID,
+    replace(MAMBA_HYBRID, name="jamba", model_types=("jamba",), moe=True, rotary=False,
+            notes="Mamba blocks have hook_mixer_out instead of attention points; every expert_layer_period-th "
+            "block's MLP is a mixture of experts. Attention has no positional encoding (no hook_rot_q/k)."),
 )
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
