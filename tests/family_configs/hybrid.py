@@ -14,7 +14,14 @@ CONFIGS: dict[str, dict] = {
                              use_attention_gate=False),
     "bamba": dict(attn_layer_indices=[0], mamba_n_heads=8, mamba_d_state=16, mamba_chunk_size=8),
     "jamba": dict(attn_layer_period=2, attn_layer_offset=0, expert_layer_period=2, expert_layer_offset=1,
-                  num_experts=4, use_mamba_kernels=False),
+                  num_experts=4),
+    "granitemoehybrid": dict(layer_types=["full_attention", "linear_attention"], num_local_experts=4,
+                             num_experts_per_tok=2, shared_intermediate_size=32, mamba_n_heads=8, mamba_d_state=16,
+                             mamba_chunk_size=8, position_embedding_type="rope", embedding_multiplier=2.0,
+                             residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=2.0),
+    "qwen3_next": dict(layer_types=["full_attention", "linear_attention"], linear_num_key_heads=2,
+                       linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16, num_experts=4,
+                       num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""

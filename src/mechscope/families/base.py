@@ -61,6 +61,9 @@ class Family:
     q: str = "self_attn.q_proj"
     k: str = "self_attn.k_proj"
     v: str = "self_attn.v_proj"
+    q_gated: bool = False
+    """Gated attention (Qwen3-Next): ``q`` emits ``[query | gate]`` per head, ``[heads, 2, d_head]``; ``hook_q`` is
+    the query half, and ``hook_z`` (the input of ``o``) is already multiplied by ``sigmoid(gate)``."""
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"

@@ -42,6 +42,13 @@ MAMBA_HYBRID = replace(
 )
 """Mamba (or Mamba-2) blocks beside attention blocks, each followed by an MLP: Bamba, Jamba."""
 
+QWEN3_NEXT = replace(
+    LLAMA, name="qwen3_next", model_types=("qwen3_next",), mixer="linear_attn", q_gated=True, moe=True,
+    notes="Gated DeltaNet (linear attention) blocks have hook_mixer_out instead of attention points. Gated "
+    "attention: q_proj emits [query | gate] per head; hook_q is the query, hook_z is already multiplied by "
+    "sigmoid(gate). q and k are RMS-normed per head before the partial RoPE; hook_rot_q/k are after both.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     LFM2,
     LFM3,
@@ -52,6 +59,18 @@ FAMILIES: tuple[Family, ...] = (
     replace(MAMBA_HYBRID, name="jamba", model_types=("jamba",), moe=True, rotary=False,
             notes="Mamba blocks have hook_mixer_out instead of attention points; every expert_layer_period-th "
             "block's MLP is a mixture of experts. Attention has no positional encoding (no hook_rot_q/k)."),
+    replace(
+        MAMBA_HYBRID, name="granitemoehybrid", model_types=("granitemoehybrid",), ln_final="model.norm",
+        norms={"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}, resid_mid="post_attention_layernorm",
+        mlp=None, mlp_out=None, mlp_gate=None, mlp_in=None, mlp_down=None,
+        notes="Mamba-2 blocks have hook_mixer_out instead of attention points. Granite multipliers: the residual adds "
+        "residual_multiplier x hook_attn_out (or hook_mixer_out) and x the MLP output; blocks.0.hook_resid_pre is "
+        "embedding_multiplier x hook_embed; attention scores are scaled by attention_multiplier (in "
+        "hook_attn_scores); logits are divided by logits_scaling after W_U. No MLP points: the MLP output is the sum "
+        "of the mixture of experts and the shared MLP, computed inline with no module holding it. hook_rot_q/k equal "
+        "hook_q/k when position_embedding_type is not 'rope'.",
+    ),
+    QWEN3_NEXT,
 )
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
