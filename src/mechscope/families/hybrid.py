@@ -71,6 +71,16 @@ FAMILIES: tuple[Family, ...] = (
         "hook_q/k when position_embedding_type is not 'rope'.",
     ),
     QWEN3_NEXT,
+    Family(
+        name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
+        attn="mixer", q="mixer.q_proj", k="mixer.k_proj", v="mixer.v_proj", o="mixer.o_proj",
+        norms={"ln1": "norm"}, attn_out="mixer", mixer="mixer", mlp="mixer", mlp_out="mixer", resid_mid=None,
+        mlp_gate=None, mlp_in="mixer.up_proj", mlp_down="mixer.down_proj", rotary=False, moe=True,
+        layer_groups={"attn": ("full_attention",), "mixer": ("linear_attention",), "mlp": ("mlp", "moe")},
+        notes="Every block is norm -> one mixer -> residual add, the mixer being Mamba-2 (hook_mixer_out), attention "
+        "(attention points, hook_attn_out), an MLP or a mixture of experts (hook_mlp_out), per config.layer_types; "
+        "so there is no resid_mid and ln1 is each block's only norm. Attention has no positional encoding.",
+    ),
 )
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
