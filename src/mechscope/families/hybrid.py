@@ -71,6 +71,15 @@ FAMILIES: tuple[Family, ...] = (
         "hook_q/k when position_embedding_type is not 'rope'.",
     ),
     QWEN3_NEXT,
+    replace(
+        MAMBA_HYBRID, name="falcon_h1", model_types=("falcon_h1",),
+        notes="Every block runs attention and Mamba-2 side by side on ln1's output, then an MLP. muP multipliers: "
+        "blocks.0.hook_resid_pre is embedding_multiplier x hook_embed; attention reads attention_in_multiplier x "
+        "ln1 (hook_q/k/v are projections of that) and k is multiplied by key_multiplier after hook_k (included in "
+        "hook_rot_k); the residual adds attention_out_multiplier x hook_attn_out + ssm_out_multiplier x "
+        "hook_mixer_out; hook_pre is the gate projection before mlp_multipliers[0], hook_mlp_out includes "
+        "mlp_multipliers[1]; logits are multiplied by lm_head_multiplier after W_U.",
+    ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
         attn="mixer", q="mixer.q_proj", k="mixer.k_proj", v="mixer.v_proj", o="mixer.o_proj",
