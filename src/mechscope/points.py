@@ -116,7 +116,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer_out or fam.mixer)), l, (B, P, d))
         if has(fam.resid_mid):
-            add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
+            mid = ResidMid(sub(fam.resid_mid), block) if fam.resid_mid_reused else Whole("in", sub(fam.resid_mid))
+            add(f"{b}.hook_resid_mid", mid, l, (B, P, d))
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         if fam.has_group(hf_model.config, block, l, "mlp"):

@@ -82,6 +82,10 @@ class Family:
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
+    resid_mid_reused: bool = True
+    """Pre-norm blocks add the ``resid_mid`` tensor itself to the MLP output, so a replacement there is also applied
+    to the block's output (``hooks.ResidMid``). False where the residual continues from the norm's output instead
+    (MiniMax's post-norm blocks), so replacing the norm's input already reaches both."""
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 
@@ -108,7 +112,7 @@ class Family:
     sandwich-norm hybrids: the post-mixer norm)."""
     layer_groups: dict[str, tuple[str, ...]] | None = None
     """Hybrids whose blocks differ: point group (``attn``, ``mixer``, ``mlp``) → the ``config.layer_types`` values
-    of the blocks that have it. Needed only where one module path serves several kinds (NemotronH's ``mixer`` is
+    of the blocks that have it (a group not listed exists wherever its modules do). Needed only where one module path serves several kinds (NemotronH's ``mixer`` is
     Mamba, attention, MLP or MoE); otherwise a group exists in a block exactly where its modules do (see
     ``has_group``), which already covers hybrids like Jamba (``self_attn`` or ``mamba``)."""
     moe: bool = False
@@ -127,9 +131,9 @@ class Family:
         probe = {"attn": self.o if self.attn else None, "mixer": self.mixer, "mlp": self.mlp}[group]
         if not has_module(block, probe):
             return False
-        if self.layer_groups is None:
+        if self.layer_groups is None or group not in self.layer_groups:
             return True
-        return config.layer_types[layer] in self.layer_groups.get(group, ())
+        return config.layer_types[layer] in self.layer_groups[group]
 
     @property
     def gated(self) -> bool:

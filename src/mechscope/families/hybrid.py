@@ -80,6 +80,15 @@ FAMILIES: tuple[Family, ...] = (
         "hook_mixer_out; hook_pre is the gate projection before mlp_multipliers[0], hook_mlp_out includes "
         "mlp_multipliers[1]; logits are multiplied by lm_head_multiplier after W_U.",
     ),
+    replace(
+        LLAMA, name="minimax", model_types=("minimax",), mixer="self_attn", moe=True, resid_mid_reused=False,
+        layer_groups={"mixer": ("linear_attention",)},
+        notes="Lightning-attention (linear attention) blocks have hook_mixer_out instead of attention points. "
+        "Post-norm residual: the skip branch is the norm's output, not the block input: resid_mid = "
+        "alpha x ln1(resid_pre) + beta x hook_attn_out (or hook_mixer_out), resid_post = mlp_alpha x "
+        "ln2(resid_mid) + mlp_beta x hook_mlp_out, with alpha/beta = config.*_alpha_factor/*_beta_factor. "
+        "Replacing hook_resid_mid reaches both the MLP and the residual through ln2.",
+    ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
         attn="mixer", q="mixer.q_proj", k="mixer.k_proj", v="mixer.v_proj", o="mixer.o_proj",
