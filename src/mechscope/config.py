@@ -77,8 +77,9 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
 
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
     c = hf_model.config
-    attn_layers = tuple(l for l, b in enumerate(blocks) if fam.has_group(c, b, l, "attn"))
-    attn = blocks[attn_layers[0]].get_submodule(fam.attn) if attn_layers else None
+    per_layer = [fam.at_layer(c, l) for l in range(len(blocks))]
+    attn_layers = tuple(l for l, b in enumerate(blocks) if per_layer[l].has_group(c, b, l, "attn"))
+    attn = blocks[attn_layers[0]].get_submodule(per_layer[attn_layers[0]].attn) if attn_layers else None
     n_heads = c.num_attention_heads
     d_model = c.hidden_size
     d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
@@ -105,7 +106,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         positional_embedding_type="standard" if fam.pos_embed else "rotary" if fam.rotary else "none",
         parallel_attn_mlp=fam.is_parallel(c),
         gated_mlp=fam.gated and fam.mlp_down is not None,
-        post_norms=any(has_module(b, fam.norms.get("ln1_post")) for b in blocks),
+        post_norms=any(has_module(b, f.norms.get("ln1_post")) for b, f in zip(blocks, per_layer)),
         act_fn=act,
         attn_softcap=getattr(c, "attn_logit_softcapping", None),
         tied_embeddings=unembed.weight is hf_model.get_submodule(fam.embed).weight,

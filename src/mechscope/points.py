@@ -70,7 +70,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     if fam.pos_embed:
         add("hook_pos_embed", Whole("out", hf_model.get_submodule(fam.pos_embed)), None, (B, P, d))
 
-    def add_attention(b: str, block: nn.Module, l: int) -> None:
+    def add_attention(fam: Family, b: str, block: nn.Module, l: int) -> None:
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
@@ -102,7 +102,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
 
+    base = fam
     for l, block in enumerate(blocks):
+        fam = base.at_layer(hf_model.config, l)
         b = f"blocks.{l}"
         sub = block.get_submodule
         has = partial(has_module, block)
@@ -110,7 +112,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if has(fam.norms.get("ln1")):
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         if fam.has_group(hf_model.config, block, l, "attn"):
-            add_attention(b, block, l)
+            add_attention(fam, b, block, l)
         if fam.has_group(hf_model.config, block, l, "mixer"):
             if has(fam.norms.get("ln1_post")) and not fam.has_group(hf_model.config, block, l, "attn"):
                 add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
@@ -138,7 +140,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
         add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
 
-    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
+    add_norm("ln_final", hf_model.get_submodule(base.ln_final), None)
     return pts
 
 

@@ -25,6 +25,8 @@ CONFIGS: dict[str, dict] = {
     "minimax": dict(layer_types=["full_attention", "linear_attention"], num_local_experts=4, num_experts_per_tok=2,
                     block_size=4, full_attn_alpha_factor=0.8, full_attn_beta_factor=1.2, linear_attn_alpha_factor=0.9,
                     linear_attn_beta_factor=1.1, mlp_alpha_factor=0.7, mlp_beta_factor=1.3),
+    "olmo_hybrid": dict(layer_types=["full_attention", "linear_attention"], linear_num_key_heads=2,
+                        linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16),
     "nemotron_h": dict(layers_block_type=["full_attention", "linear_attention", "mlp", "moe"], num_hidden_layers=4,
                        ssm_state_size=16, mamba_num_heads=8, mamba_head_dim=16, n_groups=2, chunk_size=8,
                        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,

@@ -82,6 +82,9 @@ class Family:
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
+    layer_overrides: dict[str, dict] | None = None
+    """Hybrids whose kinds of block are laid out differently: ``config.layer_types`` value → the fields that differ
+    in such blocks (OLMo-Hybrid: post-norm attention blocks, pre-norm linear-attention blocks). See ``at_layer``."""
     resid_mid_reused: bool = True
     """Pre-norm blocks add the ``resid_mid`` tensor itself to the MLP output, so a replacement there is also applied
     to the block's output (``hooks.ResidMid``). False where the residual continues from the norm's output instead
@@ -124,6 +127,13 @@ class Family:
         if isinstance(self.parallel, str):
             return bool(getattr(config, self.parallel, False))
         return self.parallel
+
+    def at_layer(self, config, layer: int) -> Family:
+        """This entry as it applies to block ``layer`` (``layer_overrides`` resolved)."""
+        if not self.layer_overrides:
+            return self
+        delta = self.layer_overrides.get(config.layer_types[layer])
+        return replace(self, layer_overrides=None, **delta) if delta else self
 
     def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
         """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),

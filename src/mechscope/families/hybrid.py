@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import LLAMA, Family
+from .base import LLAMA, POST_NORM_ONLY, Family
 
 LFM2 = replace(
     LLAMA, name="lfm2", model_types=("lfm2",), o="self_attn.out_proj", ln_final="model.embedding_norm",
@@ -88,6 +88,17 @@ FAMILIES: tuple[Family, ...] = (
         "alpha x ln1(resid_pre) + beta x hook_attn_out (or hook_mixer_out), resid_post = mlp_alpha x "
         "ln2(resid_mid) + mlp_beta x hook_mlp_out, with alpha/beta = config.*_alpha_factor/*_beta_factor. "
         "Replacing hook_resid_mid reaches both the MLP and the residual through ln2.",
+    ),
+    replace(
+        LLAMA, name="olmo_hybrid", model_types=("olmo_hybrid",), norms=POST_NORM_ONLY, resid_mid="mlp",
+        attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm", mixer="linear_attn",
+        layer_overrides={"linear_attention": dict(
+            norms={"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}, resid_mid="post_attention_layernorm",
+            mlp_out="mlp",
+        )},
+        notes="Attention blocks are OLMo2-style post-norm (no ln1/ln2; hook_attn_out/hook_mlp_out are after "
+        "ln1_post/ln2_post, q and k RMS-normed across heads before RoPE); Gated DeltaNet blocks are pre-norm (ln1, "
+        "ln2) and have hook_mixer_out instead of attention points.",
     ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
