@@ -32,7 +32,9 @@ class ModelConfig:
     n_kv_heads: int
     """Key/value heads per layer (fewer than ``n_heads`` under GQA/MQA)."""
     d_head: int
-    """Width of one head."""
+    """Width of one query/key head."""
+    d_head_v: int
+    """Width of one value head, hence of ``hook_z``: ``d_head`` except in multi-head latent attention."""
     d_mlp: int | None
     """MLP hidden width (None for mixture-of-experts MLPs and models without MLP hidden points)."""
     d_vocab: int
@@ -82,7 +84,8 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     attn = blocks[attn_layers[0]].get_submodule(per_layer[attn_layers[0]].attn) if attn_layers else None
     n_heads = c.num_attention_heads
     d_model = c.hidden_size
-    d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
+    d_head = (getattr(attn, "head_dim", None) or getattr(attn, "qk_head_dim", None) or getattr(c, "head_dim", None)
+              or d_model // n_heads)
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
     down = next((b.get_submodule(fam.mlp_down) for b in blocks if has_module(b, fam.mlp_down)), None)
@@ -99,6 +102,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         n_heads=n_heads,
         n_kv_heads=n_kv,
         d_head=d_head,
+        d_head_v=getattr(attn, "v_head_dim", None) or d_head,
         d_mlp=d_mlp,
         d_vocab=unembed.weight.shape[0],
         n_ctx=n_ctx,

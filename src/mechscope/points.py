@@ -57,7 +57,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     """All hook points, in forward order. In hybrids each block gets the groups it has (``Family.has_group``):
     attention points, ``hook_mixer_out``, MLP points; norms and ``hook_resid_mid`` exist where their modules do."""
     pts: dict[str, HookPoint] = {}
-    h, kv, dh, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
+    h, kv, dh, dv, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_head_v, cfg.d_model
 
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
@@ -74,8 +74,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
-        if fam.qkv_layout == "separate":
-            q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
+        if fam.qkv_layout == "separate":  # k, v: absent in multi-head latent attention
+            q, k, v = (Heads("out", sub(p), n, w) if has_module(block, p) else None
+                       for p, n, w in ((fam.q, h, dh), (fam.k, kv, dh), (fam.v, kv, dv)))
             if fam.q_gated:
                 q = Heads("out", sub(fam.q), h, dh, part=0, parts=2)
         elif fam.qkv_layout == "split":
@@ -86,18 +87,18 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         else:
             fused = sub(fam.qkv)
             q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
-        add(f"{b}.attn.hook_q", q, l, (B, P, h, dh))
-        add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
-        add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
+        for name, site, n, w in (("q", q, h, dh), ("k", k, kv, dh), ("v", v, kv, dv)):
+            if site is not None:
+                add(f"{b}.attn.hook_{name}", site, l, (B, P, n, w))
         if fam.rotary:
             add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dh))
             add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dh))
         add(f"{b}.attn.hook_attn_scores", AttnInternal(attn_mod, "attn_scores"), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
-        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dh), l, (B, P, h, dh))
+        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dv), l, (B, P, h, dv))
         if use_attn_result:
-            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dh), l, (B, P, h, d))
+            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dv), l, (B, P, h, d))
         if has_module(block, fam.norms.get("ln1_post")):
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))

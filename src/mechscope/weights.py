@@ -42,7 +42,13 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     fam, cfg = model.family, model.cfg
     h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
     if fam.qkv_layout == "separate":
-        mod = block.get_submodule((fam.q, fam.k, fam.v)[which])
+        path = (fam.q, fam.k, fam.v)[which]
+        if path is None:
+            raise AttributeError(
+                f"{cfg.family} has no {('W_Q', 'W_K', 'W_V')[which]}: its keys and values are expanded from a shared "
+                "latent (multi-head latent attention); read the latent projections from model.blocks[l] directly."
+            )
+        mod = block.get_submodule(path)
         w = _io(mod)
         b = _bias(mod, w.shape[1], w)
         if fam.q_gated and which == 0:  # [heads, query | gate, d_head]: keep the query half
@@ -61,7 +67,7 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
 def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
     """``W`` (layer, head, d_model, d_head) and ``b`` (layer, head, d_head) for q (0), k (1) or v (2)."""
     ws, bs = [], []
-    dh = model.cfg.d_head
+    dh = model.cfg.d_head_v if which == 2 else model.cfg.d_head
     for block in _attn_blocks(model, ("W_Q", "W_K", "W_V")[which]):
         w, b = _qkv_parts(model, block, which)
         ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
@@ -75,7 +81,7 @@ def o_weights(model) -> tuple[Tensor, Tensor]:
     for block in _attn_blocks(model, "W_O"):
         mod = block.get_submodule(model.family.o)
         w = _io(mod)
-        ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head)))
+        ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head_v)))
         bs.append(_bias(mod, w.shape[1], w))
     return torch.stack(ws), torch.stack(bs)
 

@@ -59,8 +59,10 @@ class Family:
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
-    k: str = "self_attn.k_proj"
-    v: str = "self_attn.v_proj"
+    k: str | None = "self_attn.k_proj"
+    v: str | None = "self_attn.v_proj"
+    """None (multi-head latent attention): keys and values are expanded from a cached latent inside attention, so
+    no module holds this call's per-head k or v; ``hook_rot_k`` and ``hook_z`` still exist."""
     q_gated: bool = False
     """Gated attention (Qwen3-Next): ``q`` emits ``[query | gate]`` per head, ``[heads, 2, d_head]``; ``hook_q`` is
     the query half, and ``hook_z`` (the input of ``o``) is already multiplied by ``sigmoid(gate)``."""

@@ -100,6 +100,23 @@ FAMILIES: tuple[Family, ...] = (
         "ln1_post/ln2_post, q and k RMS-normed across heads before RoPE); Gated DeltaNet blocks are pre-norm (ln1, "
         "ln2) and have hook_mixer_out instead of attention points.",
     ),
+    replace(
+        LLAMA, name="bailing_hybrid", model_types=("bailing_hybrid",), k=None, v=None, mixer="self_attn", moe=True,
+        layer_groups={"attn": ("full_attention",), "mixer": ("linear_attention",)},
+        notes="Linear-attention blocks (Kimi delta attention) have hook_mixer_out instead of attention points. "
+        "Full attention is multi-head latent attention: keys and values are expanded from a cached latent, so there "
+        "is no hook_k/hook_v (hook_rot_k has them, d_head = qk_nope + qk_rope head dims; hook_z has v_head_dim); "
+        "RoPE covers only the last qk_rope_head_dim of each head; each head's z is multiplied by a sigmoid gate "
+        "(g_proj) before hook_z.",
+    ),
+    replace(
+        LLAMA, name="kimi_linear", model_types=("kimi_linear",), k=None, v=None, mixer="self_attn", moe=True,
+        rotary=False, layer_groups={"attn": ("full_attention",), "mixer": ("linear_attention",)},
+        notes="Kimi delta attention (linear) blocks have hook_mixer_out instead of attention points. Full attention "
+        "is multi-head latent attention without positional encoding: keys and values are expanded from a cached "
+        "latent, so there is no hook_k/hook_v (hook_attn_scores and hook_z have them; hook_z has v_head_dim). "
+        "hook_q exists when q is not low-rank (q_lora_rank None).",
+    ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
         attn="mixer", q="mixer.q_proj", k="mixer.k_proj", v="mixer.v_proj", o="mixer.o_proj",
