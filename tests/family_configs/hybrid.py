@@ -35,6 +35,8 @@ CONFIGS: dict[str, dict] = {
                         num_key_value_heads=4, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16,
                         v_head_dim=16, num_local_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                         linear_head_dim=16, linear_num_heads=4),
+    "recurrent_gemma": dict(block_types=["attention", "recurrent"], lru_width=64, attention_window_size=4,
+                            num_key_value_heads=1),
     "nemotron_h": dict(layers_block_type=["full_attention", "linear_attention", "mlp", "moe"], num_hidden_layers=4,
                        ssm_state_size=16, mamba_num_heads=8, mamba_head_dim=16, n_groups=2, chunk_size=8,
                        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,

@@ -117,6 +117,18 @@ FAMILIES: tuple[Family, ...] = (
         "latent, so there is no hook_k/hook_v (hook_attn_scores and hook_z have them; hook_z has v_head_dim). "
         "hook_q exists when q is not low-rank (q_lora_rank None).",
     ),
+    replace(
+        LLAMA, name="recurrent_gemma", model_types=("recurrent_gemma",), ln_final="model.final_norm",
+        attn="temporal_block", q="temporal_block.q_proj", k="temporal_block.k_proj", v="temporal_block.v_proj",
+        o="temporal_block.o_proj", attn_out="temporal_block", mixer="temporal_block",
+        layer_groups={"mixer": ("linear_attention",)},
+        norms={"ln1": "temporal_pre_norm", "ln2": "channel_pre_norm"}, resid_mid="channel_pre_norm",
+        mlp="mlp_block", mlp_out="mlp_block", mlp_gate="mlp_block.gate_proj", mlp_in="mlp_block.up_proj",
+        mlp_down="mlp_block.down_proj",
+        notes="Griffin: recurrent blocks (convolution + RG-LRU) have hook_mixer_out instead of attention points; "
+        "attention is local (sliding window) with RoPE on the first half of each head. blocks.0.hook_resid_pre is "
+        "hook_embed x sqrt(d_model) (rounded to bfloat16); logits are soft-capped (logits_soft_cap).",
+    ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
         attn="mixer", q="mixer.q_proj", k="mixer.k_proj", v="mixer.v_proj", o="mixer.o_proj",
