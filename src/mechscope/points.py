@@ -101,7 +101,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dv), l, (B, P, h, d))
         if has_module(block, fam.norms.get("ln1_post")):
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
-        add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
+        if fam.attn_out:
+            add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
 
     base = fam
     for l, block in enumerate(blocks):

@@ -37,6 +37,13 @@ CONFIGS: dict[str, dict] = {
                         linear_head_dim=16, linear_num_heads=4),
     "recurrent_gemma": dict(block_types=["attention", "recurrent"], lru_width=64, attention_window_size=4,
                             num_key_value_heads=1),
+    "zamba": dict(layers_block_type=["hybrid", "mamba"], n_mamba_heads=2, mamba_d_state=16,
+                  num_key_value_heads=4, head_dim=None),
+    "zamba2": dict(layers_block_type=["hybrid", "mamba"], n_mamba_heads=8, mamba_d_state=16, chunk_size=8,
+                   use_mem_rope=True, head_dim=None),
+    "zamba2_adapter": dict(layers_block_type=["hybrid", "mamba", "hybrid"], num_hidden_layers=3, n_mamba_heads=8,
+                           mamba_d_state=16, chunk_size=8, num_mem_blocks=2, use_shared_attention_adapter=True,
+                           adapter_rank=8, num_key_value_heads=4, head_dim=None),
     "nemotron_h": dict(layers_block_type=["full_attention", "linear_attention", "mlp", "moe"], num_hidden_layers=4,
                        ssm_state_size=16, mamba_num_heads=8, mamba_head_dim=16, n_groups=2, chunk_size=8,
                        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
@@ -47,5 +54,5 @@ CONFIGS: dict[str, dict] = {
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""
-VARIANTS: dict[str, str] = {"lfm3_no_sandwich": "lfm3"}
+VARIANTS: dict[str, str] = {"lfm3_no_sandwich": "lfm3", "zamba2_adapter": "zamba2"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

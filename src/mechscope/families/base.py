@@ -76,8 +76,9 @@ class Family:
     norm_type: Literal["LN", "RMS"] = "RMS"
     """``LN`` (mean-centred LayerNorm) or ``RMS`` (RMSNorm); decides how ``hook_scale`` is computed."""
 
-    attn_out: str = "self_attn"
-    """Module whose output is what attention adds to the residual (``hook_attn_out``)."""
+    attn_out: str | None = "self_attn"
+    """Module whose output is what attention adds to the residual (``hook_attn_out``); None where attention's output
+    does not enter the residual directly (Zamba's shared transformer feeds the Mamba block's input)."""
     mlp: str | None = "mlp"
     """MLP module."""
     mlp_out: str | None = "mlp"

@@ -49,6 +49,20 @@ QWEN3_NEXT = replace(
     "sigmoid(gate). q and k are RMS-normed per head before the partial RoPE; hook_rot_q/k are after both.",
 )
 
+ZAMBA = replace(
+    LLAMA, name="zamba", model_types=("zamba",), ln_final="model.final_layernorm",
+    attn="shared_transf.self_attn", q="shared_transf.self_attn.q_proj", k="shared_transf.self_attn.k_proj",
+    v="shared_transf.self_attn.v_proj", o="shared_transf.self_attn.o_proj", attn_out=None, rotary=False,
+    norms={"ln1": "mamba_decoder.input_layernorm"}, resid_mid=None, mixer="mamba_decoder.mamba",
+    mlp=None, mlp_out=None, mlp_gate=None, mlp_in=None, mlp_down=None,
+    layer_overrides={"linear_attention": dict(norms={"ln1": "input_layernorm"}, mixer="mamba")},
+    notes="Every block adds one Mamba output to the residual (hook_mixer_out; ln1 is the pre-Mamba norm). In hybrid "
+    "blocks a transformer block with tied weights first reads [resid_pre | embeddings] (2 x d_model wide) and its "
+    "output, after an MLP and a linear map, is added to the Mamba block's input, not to the residual: so hybrid "
+    "blocks have attention points up to hook_z but no hook_attn_out or MLP points, and ln1's input is resid_pre "
+    "plus that output.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     LFM2,
     LFM3,
@@ -128,6 +142,15 @@ FAMILIES: tuple[Family, ...] = (
         notes="Griffin: recurrent blocks (convolution + RG-LRU) have hook_mixer_out instead of attention points; "
         "attention is local (sliding window) with RoPE on the first half of each head. blocks.0.hook_resid_pre is "
         "hook_embed x sqrt(d_model) (rounded to bfloat16); logits are soft-capped (logits_soft_cap).",
+    ),
+    ZAMBA,
+    replace(
+        ZAMBA, name="zamba2", model_types=("zamba2",), attn="shared_transformer.self_attn",
+        q="shared_transformer.self_attn.q_proj", k="shared_transformer.self_attn.k_proj",
+        v="shared_transformer.self_attn.v_proj", o="shared_transformer.self_attn.o_proj", rotary=True,
+        notes=ZAMBA.notes + " Zamba2: the transformer blocks cycle through num_mem_blocks weight sets; hook_rot_q/k "
+        "equal hook_q/k unless use_mem_rope; with use_shared_attention_adapter, q/k/v add a per-block low-rank "
+        "adapter term that hook_q/k/v (the shared projections' outputs) do not include (hook_rot_q/k do).",
     ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
