@@ -141,3 +141,12 @@ def test_hybrid_weight_views_raise_a_clear_error():
     with pytest.raises(AttributeError, match=r"attention only in blocks \[0\]"):
         model.W_O
     assert model.W_E.shape == (128, 64) and model.W_in.shape[0] == model.cfg.n_layers  # every block has an MLP
+
+
+def test_head_detectors_leave_mixer_blocks_empty():
+    from mechscope.detectors import head_scores
+
+    model = _model("lfm2")
+    scores = head_scores(model, IDS, "previous_token")
+    assert scores.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert scores[list(model.cfg.attn_layers)].isfinite().all() and scores[_mixer_layers(model)].isnan().all()

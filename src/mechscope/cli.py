@@ -64,14 +64,24 @@ def info(model: str = MODEL_ARG, pos: int = typer.Option(128, help="Sequence len
     points.add_column("bytes", justify="right", no_wrap=True)
     points.add_column("meaning")
     total = 0
-    shown_layers = {0, cfg.n_layers - 1}
+    names_by_layer: dict[int, list[str]] = {}
+    for name, pt in m.hook_dict.items():
+        if pt.layer_idx is not None and name.startswith("blocks."):
+            names_by_layer.setdefault(pt.layer_idx, []).append(name.split(".", 2)[2])
+    first = {}  # a block's point names → the first block with them (hybrids mix several kinds of block)
+    for layer, names in names_by_layer.items():
+        first.setdefault(tuple(names), layer)
+    shown_layers = {*first.values(), cfg.n_layers - 1}
     for name, pt in m.hook_dict.items():
         nbytes = numel(pt.shape, 1, pos) * (4 if name.endswith("hook_scale") else size)
         total += nbytes
         if pt.layer_idx is None or pt.layer_idx in shown_layers:
             points.add_row(name, "[" + ", ".join(map(str, pt.shape)) + "]", _bytes(nbytes), pt.doc)
     console.print(points)
-    if cfg.n_layers > 2:
+    if len(first) > 1:
+        console.print(f"(blocks not shown have the same points as the shown block of their kind: blocks "
+                      f"{sorted(first.values())}; attention blocks: {list(cfg.attn_layers)})")
+    elif cfg.n_layers > 2:
         console.print(f"(blocks 1–{cfg.n_layers - 2} have the same points as block 0)")
     console.print(f"{len(m.hook_dict)} hook points; a full cache of batch 1 × {pos} tokens takes {_bytes(total)}"
                   f" ({_bytes(total / pos)} per token).")

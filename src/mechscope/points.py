@@ -41,7 +41,7 @@ DOCS = {
     "mlp.hook_post": "MLP hidden activation (input of the output projection)",
     "hook_mlp_out": "what the MLP adds to the residual",
     "hook_mixer_out": "hybrids: what the block's non-attention token mixer (Mamba, linear attention, convolution) "
-    "outputs",
+    "adds to the residual (up to the family's multipliers)",
 }
 
 
