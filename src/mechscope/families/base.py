@@ -53,9 +53,8 @@ class Family:
     unembed: str = "lm_head"
     """Unembedding (``W_U``)."""
 
-    attn: str | None = "self_attn"
-    """Attention module; attention internals are computed for it. None: no attention points at all (e.g. a
-    hybrid whose attention block is shared between layers)."""
+    attn: str = "self_attn"
+    """Attention module; attention internals are computed for it."""
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
@@ -117,10 +116,10 @@ class Family:
     """Module whose output is ``hook_mixer_out``, what the mixer adds to the residual (None: ``mixer`` itself;
     sandwich-norm hybrids: the post-mixer norm)."""
     layer_groups: dict[str, tuple[str, ...]] | None = None
-    """Hybrids whose blocks differ: point group (``attn``, ``mixer``, ``mlp``) → the ``config.layer_types`` values
-    of the blocks that have it (a group not listed exists wherever its modules do). Needed only where one module path serves several kinds (NemotronH's ``mixer`` is
-    Mamba, attention, MLP or MoE); otherwise a group exists in a block exactly where its modules do (see
-    ``has_group``), which already covers hybrids like Jamba (``self_attn`` or ``mamba``)."""
+    """Hybrids: point group (``attn``, ``mixer``, ``mlp``) → the ``config.layer_types`` values of the blocks that
+    have it. Needed only where one module path serves several kinds of block (NemotronH's ``mixer`` is Mamba,
+    attention, MLP or MoE; MiniMax's ``self_attn`` is softmax or lightning attention); a group not listed exists
+    exactly where its modules do (``has_group``), which already tells Jamba's ``self_attn`` and ``mamba`` apart."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
     notes: str = ""
@@ -141,7 +140,7 @@ class Family:
     def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
         """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),
         ``mixer`` or ``mlp`` (probed by the module itself), restricted by ``layer_groups``."""
-        probe = {"attn": self.o if self.attn else None, "mixer": self.mixer, "mlp": self.mlp}[group]
+        probe = {"attn": self.o, "mixer": self.mixer, "mlp": self.mlp}[group]
         if not has_module(block, probe):
             return False
         if self.layer_groups is None or group not in self.layer_groups:

@@ -4,8 +4,11 @@ convolution.
 
 Which blocks have which points is read off the model, not written per family: a group of points exists in a block
 exactly where its modules do (``Family.has_group``), so Jamba's ``self_attn``/``mamba`` blocks need no table of
-layer kinds; only where one module path serves several kinds (NemotronH's ``mixer``) does ``layer_groups`` map
-``config.layer_types`` values to groups.
+layer kinds. Only where one module path serves several kinds (NemotronH's ``mixer``, MiniMax's and Kimi-Linear's
+``self_attn``, RecurrentGemma's ``temporal_block``) does ``layer_groups`` map ``config.layer_types`` values to
+groups, and where kinds of block are laid out differently (OLMo-Hybrid) ``layer_overrides`` gives the delta.
+
+Not points, deliberately: the mixers' internals (SSM states, delta-rule memories, convolution states).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ MAMBA_HYBRID = replace(
     mlp_down="feed_forward.down_proj",
     notes="Mamba-2 blocks have hook_mixer_out instead of attention points; every block has its MLP.",
 )
-"""Mamba (or Mamba-2) blocks beside attention blocks, each followed by an MLP: Bamba, Jamba."""
+"""Mamba (or Mamba-2) blocks beside attention blocks, each followed by an MLP: Bamba, and the relative of Jamba,
+GraniteMoeHybrid and Falcon-H1."""
 
 QWEN3_NEXT = replace(
     LLAMA, name="qwen3_next", model_types=("qwen3_next",), mixer="linear_attn", q_gated=True, moe=True,
@@ -150,7 +154,8 @@ FAMILIES: tuple[Family, ...] = (
         v="shared_transformer.self_attn.v_proj", o="shared_transformer.self_attn.o_proj", rotary=True,
         notes=ZAMBA.notes + " Zamba2: the transformer blocks cycle through num_mem_blocks weight sets; hook_rot_q/k "
         "equal hook_q/k unless use_mem_rope; with use_shared_attention_adapter, q/k/v add a per-block low-rank "
-        "adapter term that hook_q/k/v (the shared projections' outputs) do not include (hook_rot_q/k do).",
+        "adapter term that hook_q/k/v (the shared projections' outputs) do not include (hook_rot_q/k, hook_attn_scores "
+        "and hook_z are computed from the full q/k/v).",
     ),
     Family(
         name="nemotron_h", model_types=("nemotron_h",), embed="model.embeddings", ln_final="model.norm_f",
