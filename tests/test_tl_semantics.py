@@ -84,12 +84,17 @@ def test_attention_point_shapes_and_masking(case):
     out = model.hf_model(IDS, output_attentions=True)
     _, cache = model.run_with_cache(IDS, names_filter=lambda n: n.startswith("blocks.0.attn."))
     b, p = IDS.shape
-    assert cache["q", 0].shape == (b, p, c.n_heads, c.d_head)
-    assert cache["k", 0].shape == cache["v", 0].shape == (b, p, c.n_kv_heads, c.d_head)
-    assert cache["z", 0].shape == (b, p, c.n_heads, c.d_head)
+    dqk = model.hook_dict["blocks.0.attn.hook_q"].shape[-1] if "blocks.0.attn.hook_q" in model.hook_dict else c.d_head
+    dv = getattr(c, "d_head_v", None) or c.d_head
+    if "blocks.0.attn.hook_q" in cache:
+        assert cache["q", 0].shape == (b, p, c.n_heads, dqk)
+    if "blocks.0.attn.hook_k" in cache:  # latent attention builds k and v inside attention: no hook_k/hook_v
+        assert cache["k", 0].shape == (b, p, c.n_kv_heads, dqk)
+        assert cache["v", 0].shape == (b, p, c.n_kv_heads, dv)
+    assert cache["z", 0].shape == (b, p, c.n_heads, dv)
     if "blocks.0.attn.hook_rot_k" in cache:
-        assert cache["rot_q", 0].shape == (b, p, c.n_heads, c.d_head)
-        assert cache["rot_k", 0].shape == (b, p, c.n_kv_heads, c.d_head)
+        assert cache["rot_q", 0].shape == (b, p, c.n_heads, dqk)
+        assert cache["rot_k", 0].shape == (b, p, c.n_kv_heads, dqk)
     scores, pattern = cache["attn_scores", 0], cache["pattern", 0]
     assert scores.shape == pattern.shape == (b, c.n_heads, p, p)
     future = torch.ones(p, p, dtype=torch.bool).triu(1)

@@ -62,13 +62,23 @@ def info(model: str = MODEL_ARG, pos: int = typer.Option(128, help="Sequence len
     points.add_column("shape", no_wrap=True)
     points.add_column("bytes", justify="right", no_wrap=True)
     points.add_column("meaning")
-    shown_layers = {0, cfg.n_layers - 1}
+    names_by_layer: dict[int, list[str]] = {}
+    for name, pt in m.hook_dict.items():
+        if pt.layer_idx is not None and name.startswith("blocks."):
+            names_by_layer.setdefault(pt.layer_idx, []).append(name.split(".", 2)[2])
+    first = {}  # a block's point names → the first block with them (hybrids mix several kinds of block)
+    for layer, names in names_by_layer.items():
+        first.setdefault(tuple(names), layer)
+    shown_layers = {*first.values(), cfg.n_layers - 1}
     for name, pt in m.hook_dict.items():
         if pt.layer_idx is None or pt.layer_idx in shown_layers:
             points.add_row(name, "[" + ", ".join(map(str, pt.shape)) + "]",
                            _bytes(point_bytes(pt, 1, pos, cfg.dtype) or 0), pt.doc)
     console.print(points)
-    if cfg.n_layers > 2:
+    if len(first) > 1:
+        console.print(f"(blocks not shown have the same points as the shown block of their kind: blocks "
+                      f"{sorted(first.values())}; attention blocks: {list(cfg.attn_layers)})")
+    elif cfg.n_layers > 2:
         console.print(f"(blocks 1–{cfg.n_layers - 2} have the same points as block 0)")
     console.print(_cache_estimates(m, pos))
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .families import Family
+from .families.base import has_module
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ModelConfig:
     """HF ``config.model_type``."""
     n_layers: int
     """Number of decoder blocks."""
+    attn_layers: tuple[int, ...]
+    """Blocks with attention points (every block, except in hybrids whose other blocks mix with a state-space model,
+    linear attention or a convolution: those have ``hook_mixer_out`` instead)."""
     d_model: int
     """Residual stream width."""
     n_heads: int
@@ -28,17 +32,20 @@ class ModelConfig:
     n_kv_heads: int
     """Key/value heads per layer (fewer than ``n_heads`` under GQA/MQA)."""
     d_head: int
-    """Width of one head."""
+    """Width of one query/key head."""
+    d_head_v: int
+    """Width of one value head, hence of ``hook_z``: ``d_head`` except in multi-head latent attention."""
     d_mlp: int | None
-    """MLP hidden width (None for mixture-of-experts MLPs)."""
+    """MLP hidden width (None for mixture-of-experts MLPs and models without MLP hidden points)."""
     d_vocab: int
     """Unembedding output size."""
     n_ctx: int | None
     """Maximum context length (``max_position_embeddings``)."""
     normalization: Literal["LN", "RMS"]
     """``LN`` (LayerNorm, mean-centred) or ``RMS`` (RMSNorm)."""
-    positional_embedding_type: Literal["standard", "rotary"]
-    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k."""
+    positional_embedding_type: Literal["standard", "rotary", "none"]
+    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k; ``none``: no
+    positional encoding in attention (hybrids whose recurrent blocks carry position, e.g. Jamba)."""
     parallel_attn_mlp: bool
     """Attention and MLP read the same residual (GPT-NeoX/Pythia, GPT-J, Phi, Cohere)."""
     gated_mlp: bool
@@ -72,14 +79,17 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
 
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
     c = hf_model.config
-    block = blocks[0]
-    attn = block.get_submodule(fam.attn)
+    per_layer = [fam.at_layer(c, l) for l in range(len(blocks))]
+    attn_layers = tuple(l for l, b in enumerate(blocks) if per_layer[l].has_group(c, b, l, "attn"))
+    attn = blocks[attn_layers[0]].get_submodule(per_layer[attn_layers[0]].attn) if attn_layers else None
     n_heads = c.num_attention_heads
     d_model = c.hidden_size
-    d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
+    d_head = (getattr(attn, "head_dim", None) or getattr(attn, "qk_head_dim", None) or getattr(c, "head_dim", None)
+              or d_model // n_heads)
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
-    d_mlp = _linear_in_out(block.get_submodule(fam.mlp_down))[0] if fam.mlp_down else None
+    down = next((b.get_submodule(fam.mlp_down) for b in blocks if has_module(b, fam.mlp_down)), None)
+    d_mlp = _linear_in_out(down)[0] if down is not None else None
     unembed = hf_model.get_submodule(fam.unembed)
     n_ctx = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
     act = getattr(c, "hidden_act", None) or getattr(c, "activation_function", None) or getattr(c, "hidden_activation", None)
@@ -87,18 +97,20 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         family=fam.name,
         model_type=c.model_type,
         n_layers=len(blocks),
+        attn_layers=attn_layers,
         d_model=d_model,
         n_heads=n_heads,
         n_kv_heads=n_kv,
         d_head=d_head,
+        d_head_v=getattr(attn, "v_head_dim", None) or d_head,
         d_mlp=d_mlp,
         d_vocab=unembed.weight.shape[0],
         n_ctx=n_ctx,
         normalization=fam.norm_type,
-        positional_embedding_type="standard" if fam.pos_embed else "rotary",
+        positional_embedding_type="standard" if fam.pos_embed else "rotary" if fam.rotary else "none",
         parallel_attn_mlp=fam.is_parallel(c),
         gated_mlp=fam.gated and fam.mlp_down is not None,
-        post_norms="ln1_post" in fam.norms,
+        post_norms=any(has_module(b, f.norms.get("ln1_post")) for b, f in zip(blocks, per_layer)),
         act_fn=act,
         attn_softcap=getattr(c, "attn_logit_softcapping", None),
         tied_embeddings=unembed.weight is hf_model.get_submodule(fam.embed).weight,

@@ -38,7 +38,9 @@ def detection_pattern(tokens: Tensor, kind: Detector) -> Tensor:
 
 
 def head_scores(model, tokens: Tensor, kind: Detector) -> Tensor:
-    """``(n_layers, n_heads)`` attention mass on ``kind``'s detection pattern, for ``tokens (batch, pos)``."""
+    """``(n_layers, n_heads)`` attention mass on ``kind``'s detection pattern, for ``tokens (batch, pos)``.
+
+    Hybrids: rows of blocks without softmax attention (not in ``model.cfg.attn_layers``) are NaN."""
     target = detection_pattern(tokens.cpu(), kind)
     rows = target.any(-1)  # (batch, q_pos): queries that have something to attend to
     if not rows.any():
@@ -46,6 +48,9 @@ def head_scores(model, tokens: Tensor, kind: Detector) -> Tensor:
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"), device="cpu")
     scores = []
     for layer in range(model.cfg.n_layers):
+        if layer not in model.cfg.attn_layers:
+            scores.append(torch.full((model.cfg.n_heads,), float("nan")))
+            continue
         p = cache["pattern", layer].float()  # (batch, head, q, k)
         mass = (p * target[:, None]).sum(-1)  # (batch, head, q)
         scores.append((mass * rows[:, None]).sum((0, 2)) / rows.sum())

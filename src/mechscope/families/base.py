@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from torch import nn
+
 
 QKVLayout = Literal["separate", "split", "interleaved"]
 """How q, k and v come out of the projection(s).
@@ -56,8 +58,13 @@ class Family:
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
-    k: str = "self_attn.k_proj"
-    v: str = "self_attn.v_proj"
+    k: str | None = "self_attn.k_proj"
+    v: str | None = "self_attn.v_proj"
+    """None (multi-head latent attention): keys and values are expanded from a cached latent inside attention, so
+    no module holds this call's per-head k or v; ``hook_rot_k`` and ``hook_z`` still exist."""
+    q_gated: bool = False
+    """Gated attention (Qwen3-Next): ``q`` emits ``[query | gate]`` per head, ``[heads, 2, d_head]``; ``hook_q`` is
+    the query half, and ``hook_z`` (the input of ``o``) is already multiplied by ``sigmoid(gate)``."""
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"
@@ -71,14 +78,22 @@ class Family:
     """The norms multiply by ``norm_weight_offset + weight``: 1.0 for Gemma's and Nemotron's ``(1 + weight)`` norms.
     Needed to write a replaced ``hook_normalized`` into the norm's output."""
 
-    attn_out: str = "self_attn"
-    """Module whose output is what attention adds to the residual (``hook_attn_out``)."""
+    attn_out: str | None = "self_attn"
+    """Module whose output is what attention adds to the residual (``hook_attn_out``); None where attention's output
+    does not enter the residual directly (Zamba's shared transformer feeds the Mamba block's input)."""
     mlp: str | None = "mlp"
     """MLP module."""
     mlp_out: str | None = "mlp"
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
+    layer_overrides: dict[str, dict] | None = None
+    """Hybrids whose kinds of block are laid out differently: ``config.layer_types`` value → the fields that differ
+    in such blocks (OLMo-Hybrid: post-norm attention blocks, pre-norm linear-attention blocks). See ``at_layer``."""
+    resid_mid_reused: bool = True
+    """Pre-norm blocks add the ``resid_mid`` tensor itself to the MLP output, so a replacement there is also applied
+    to the block's output (``hooks.ResidMid``). False where the residual continues from the norm's output instead
+    (MiniMax's post-norm blocks), so replacing the norm's input already reaches both."""
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 
@@ -97,6 +112,17 @@ class Family:
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
+    mixer: str | None = None
+    """Hybrids: the token mixer of blocks that mix without softmax attention (Mamba, linear attention, short
+    convolution, RG-LRU); it marks the blocks that have ``hook_mixer_out``."""
+    mixer_out: str | None = None
+    """Module whose output is ``hook_mixer_out``, what the mixer adds to the residual (None: ``mixer`` itself;
+    sandwich-norm hybrids: the post-mixer norm)."""
+    layer_groups: dict[str, tuple[str, ...]] | None = None
+    """Hybrids: point group (``attn``, ``mixer``, ``mlp``) → the ``config.layer_types`` values of the blocks that
+    have it. Needed only where one module path serves several kinds of block (NemotronH's ``mixer`` is Mamba,
+    attention, MLP or MoE; MiniMax's ``self_attn`` is softmax or lightning attention); a group not listed exists
+    exactly where its modules do (``has_group``), which already tells Jamba's ``self_attn`` and ``mamba`` apart."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
     notes: str = ""
@@ -107,9 +133,37 @@ class Family:
             return bool(getattr(config, self.parallel, False))
         return self.parallel
 
+    def at_layer(self, config, layer: int) -> Family:
+        """This entry as it applies to block ``layer`` (``layer_overrides`` resolved)."""
+        if not self.layer_overrides:
+            return self
+        delta = self.layer_overrides.get(config.layer_types[layer])
+        return replace(self, layer_overrides=None, **delta) if delta else self
+
+    def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
+        """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),
+        ``mixer`` or ``mlp`` (probed by the module itself), restricted by ``layer_groups``."""
+        probe = {"attn": self.o, "mixer": self.mixer, "mlp": self.mlp}[group]
+        if not has_module(block, probe):
+            return False
+        if self.layer_groups is None or group not in self.layer_groups:
+            return True
+        return config.layer_types[layer] in self.layer_groups[group]
+
     @property
     def gated(self) -> bool:
         return self.mlp_gate is not None or self.mlp_gate_up is not None
+
+
+def has_module(root: nn.Module, path: str | None) -> bool:
+    """Whether ``path`` names a submodule of ``root`` (hybrid blocks differ in which modules they have). An
+    ``nn.Identity`` placeholder (a norm switched off by the config) counts as absent."""
+    if path is None:
+        return False
+    try:
+        return not isinstance(root.get_submodule(path), nn.Identity)
+    except AttributeError:
+        return False
 
 
 LLAMA = Family(name="llama", model_types=("llama",))
