@@ -1,7 +1,30 @@
 """Tiny configs for ``mechscope.families.modern``: model_type (or variant key) → overrides of ``families.COMMON``."""
 
-CONFIGS: dict[str, dict] = {}
-EAGER_ONLY: set[str] = set()
+SWA = dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+MULTIPLIERS = dict(embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.3, logits_scaling=2.0)
+
+CONFIGS: dict[str, dict] = {
+    "internlm3": {},
+    "iquestcoder": {},
+    "ernie4_5": dict(use_bias=True),
+    "cwm": SWA,
+    "ministral3": dict(rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=2.0,
+                                            original_max_position_embeddings=32, llama_4_scaling_beta=0.1)),
+    "hy_v3": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, mlp_layer_types=["dense", "sparse"]),
+    "hunyuan_v1_dense": {},
+    "glm": dict(partial_rotary_factor=0.5),
+    "glm4": dict(partial_rotary_factor=0.5),
+    "apertus": {},
+    "granite": MULTIPLIERS,
+    "hyperclovax": MULTIPLIERS,
+    "vaultgemma": dict(SWA, attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
+    "laguna": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, gating="per-head",
+                   mlp_layer_types=["dense", "sparse"]),
+    "mellum": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, mlp_layer_types=["dense", "sparse"]),
+    "solar_open": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32),
+    "kolibri1": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+}
+EAGER_ONLY: set[str] = {"vaultgemma"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

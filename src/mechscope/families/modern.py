@@ -1,11 +1,80 @@
-"""Newer dense decoder-only families whose attention goes through transformers' attention registry."""
+"""Newer dense decoder-only families whose attention goes through transformers' attention registry.
+
+Most are a one-line delta from ``LLAMA``. Where a family scales a branch on its way into the residual (Granite's
+``residual_multiplier``, ``embedding_multiplier``, ``logits_scaling``), the scaling happens inline in HF's forward,
+outside any module, so the points sit on the module outputs and the ``notes`` say where the multiplier applies.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace  # noqa: F401
+from dataclasses import replace
 
-from .base import GPT2, LLAMA, Family  # noqa: F401
+from .base import LLAMA, Family
 
-FAMILIES: tuple[Family, ...] = ()
+GLM4_NORMS = {
+    "ln1": "input_layernorm",
+    "ln1_post": "post_self_attn_layernorm",
+    "ln2": "post_attention_layernorm",
+    "ln2_post": "post_mlp_layernorm",
+}
+"""GLM-4's sandwich norms: the pre-MLP norm keeps Llama's name ``post_attention_layernorm``."""
+GLM4_SANDWICH = dict(
+    norms=GLM4_NORMS, resid_mid="post_attention_layernorm", attn_out="post_self_attn_layernorm",
+    mlp_out="post_mlp_layernorm",
+)
+FUSED_GATE_UP = dict(mlp_gate=None, mlp_in=None, mlp_gate_up="mlp.gate_up_proj")
+SANDWICH_NOTE = ("Sandwich norms: hook_attn_out/hook_mlp_out are after ln1_post/ln2_post (what enters the "
+                 "residual); hook_result is before ln1_post.")
+QK_NORM_NOTE = "q and k are RMS-normed per head before RoPE; hook_rot_q/k are after both."
+GRANITE_NOTE = (
+    "Multipliers (config): hook_embed is the embedding module's output, before embedding_multiplier "
+    "(blocks.0.hook_resid_pre is after it); hook_attn_out and hook_mlp_out are the attention and MLP outputs "
+    "before residual_multiplier, so resid_mid = resid_pre + residual_multiplier * attn_out and "
+    "resid_post = resid_mid + residual_multiplier * mlp_out; attention_multiplier is the score scaling "
+    "(inside hook_attn_scores)."
+)
+
+FAMILIES: tuple[Family, ...] = (
+    replace(LLAMA, name="llama_like", model_types=("internlm3", "iquestcoder", "ernie4_5", "cwm"),
+            notes="Llama's blocks under another name (InternLM3 and IQuest-Coder use LlamaForCausalLM itself)."),
+    replace(LLAMA, name="ministral3", model_types=("ministral3",),
+            notes="hook_rot_q includes the Llama-4 position-dependent query scaling applied after RoPE."),
+    replace(LLAMA, name="hy_v3", model_types=("hy_v3",), moe=True,
+            notes=QK_NORM_NOTE + " Dense and sparse MLP layers (mlp_layer_types) are mixed, so only hook_mlp_out "
+            "is exposed on every layer; it includes the shared experts."),
+    replace(LLAMA, name="hunyuan_v1_dense", model_types=("hunyuan_v1_dense",),
+            notes="q and k are RMS-normed per head after RoPE; hook_rot_q/k are after both."),
+    replace(LLAMA, name="glm", model_types=("glm",), **FUSED_GATE_UP,
+            notes="Fused [gate | up] MLP projection; only part of each head is rotated (partial_rotary_factor)."),
+    replace(LLAMA, name="glm4", model_types=("glm4",), **FUSED_GATE_UP, **GLM4_SANDWICH,
+            notes="Fused [gate | up] MLP projection. " + SANDWICH_NOTE),
+    replace(LLAMA, name="apertus", model_types=("apertus",),
+            norms={"ln1": "attention_layernorm", "ln2": "feedforward_layernorm"}, resid_mid="feedforward_layernorm",
+            mlp_gate=None, mlp_in="mlp.up_proj",
+            notes="Ungated MLP with the xIELU activation; " + QK_NORM_NOTE),
+    replace(LLAMA, name="granite", model_types=("granite",),
+            notes=GRANITE_NOTE + " Logits are divided by logits_scaling after W_U."),
+    replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
+            norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
+                   "ln2_post": "post_norm2"},
+            resid_mid="post_attention_layernorm", attn_out="post_norm1", mlp_out="post_norm2",
+            notes=SANDWICH_NOTE + " " + GRANITE_NOTE.replace("attention and MLP outputs", "ln1_post and ln2_post "
+                  "outputs") + " Logits are multiplied by logits_scaling after W_U."),
+    replace(LLAMA, name="vaultgemma", model_types=("vaultgemma",),
+            norms={"ln1": "input_layernorm", "ln2": "pre_feedforward_layernorm"}, resid_mid="pre_feedforward_layernorm",
+            notes="RMSNorms scale by (1 + weight); hook_attn_scores is after the tanh soft-cap; logits are "
+            "soft-capped after W_U (final_logit_softcapping)."),
+    replace(LLAMA, name="laguna", model_types=("laguna",), moe=True,
+            notes=QK_NORM_NOTE + " Gated attention: hook_z is the input of o_proj, i.e. the per-head weighted "
+            "values already multiplied by softplus(g_proj(x)) per head. Dense and sparse MLP layers "
+            "(mlp_layer_types) are mixed, so only hook_mlp_out is exposed on every layer."),
+    replace(LLAMA, name="mellum", model_types=("mellum",), moe=True,
+            notes=QK_NORM_NOTE + " Dense and sparse MLP layers (mlp_layer_types) are mixed, so only hook_mlp_out "
+            "is exposed on every layer."),
+    replace(LLAMA, name="solar_open", model_types=("solar_open",), moe=True,
+            notes="hook_mlp_out includes the shared experts."),
+    replace(LLAMA, name="kolibri1", model_types=("kolibri1",), moe=True, **GLM4_SANDWICH,
+            notes=QK_NORM_NOTE + " " + SANDWICH_NOTE + " hook_mlp_out (after ln2_post) includes the shared experts."),
+)
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
