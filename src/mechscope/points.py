@@ -68,7 +68,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         b = f"blocks.{l}"
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
-        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
+        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv, sinks=fam.sinks)
         add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
         if "ln1" in fam.norms:
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)

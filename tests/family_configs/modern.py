@@ -17,6 +17,9 @@ CONFIGS: dict[str, dict] = {
     "apertus": {},
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
+    "granite_swa": dict(MULTIPLIERS, **SWA, layer_rope_theta=[10000.0, 0]),
+    "flint": dict(SWA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                  mlp_only_layers=[0]),
     "vaultgemma": dict(SWA, attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
     "laguna": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, gating="per-head",
                    mlp_layer_types=["dense", "sparse"]),
@@ -24,7 +27,7 @@ CONFIGS: dict[str, dict] = {
     "solar_open": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32),
     "kolibri1": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
 }
-EAGER_ONLY: set[str] = {"vaultgemma"}
+EAGER_ONLY: set[str] = {"vaultgemma", "flint", "granite_swa"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

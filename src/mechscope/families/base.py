@@ -92,6 +92,12 @@ class Family:
     """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
     softmax: Literal["float32", "native"] = "float32"
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
+    sinks: Literal["column", "column_fp32", "output_scale"] | None = None
+    """How learned per-head attention sinks (``attn.sinks``) enter the eager attention: ``column``, an extra softmax
+    logit after subtracting the row max, dropped from the pattern (GPT-OSS; also assumed when the module has sinks and
+    this is None); ``column_fp32``, scores computed in float32 and the sink column softmaxed without the max
+    subtraction (Flint); ``output_scale``, a plain softmax pattern whose output z is scaled by
+    ``sigmoid(logsumexp(scores) - sink)`` (Granite-SWA)."""
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
     moe: bool = False

@@ -54,6 +54,15 @@ FAMILIES: tuple[Family, ...] = (
             notes="Ungated MLP with the xIELU activation; " + QK_NORM_NOTE),
     replace(LLAMA, name="granite", model_types=("granite",),
             notes=GRANITE_NOTE + " Logits are divided by logits_scaling after W_U."),
+    replace(LLAMA, name="granite_swa", model_types=("granite_swa",), sinks="output_scale",
+            notes=GRANITE_NOTE + " Logits are divided by logits_scaling after W_U. Attention sinks scale each head's "
+            "output by sigmoid(logsumexp(scores) - sink) after the pattern: hook_pattern rows sum to one and hook_z "
+            "includes the sink scale. Layers whose layer_rope_theta is 0 use no RoPE (hook_rot_q/k equal q/k)."),
+    replace(LLAMA, name="flint", model_types=("flint",), moe=True, sinks="column_fp32",
+            notes=QK_NORM_NOTE + " Attention scores are computed in float32 (hook_attn_scores is float32); a learned "
+            "per-head sink logit joins each softmax and is dropped, so hook_pattern rows sum to less than one. "
+            "Full-attention layers use no RoPE (hook_rot_q/k are the q/k-normed projections). Dense and sparse MLP "
+            "layers (mlp_only_layers, decoder_sparse_step) can be mixed, so only hook_mlp_out is exposed."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
