@@ -91,7 +91,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.attn.hook_attn_scores", AttnInternal(attn_mod, "attn_scores"), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
-        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dh), l, (B, P, h, dh))
+        add(f"{b}.attn.hook_z", Heads("in", sub(fam.z or fam.o), h, dh), l, (B, P, h, dh))
         if use_attn_result:
             add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dh), l, (B, P, h, d))
         if "ln1_post" in fam.norms:
@@ -112,7 +112,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         elif fam.mlp_in:
             add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
         if fam.mlp_down:
-            add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
+            add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_post or fam.mlp_down)), l, (B, P, m))
         if "ln2_post" in fam.norms:
             add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))

@@ -17,6 +17,7 @@ CONFIGS: dict[str, dict] = {
     "apertus": {},
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
+    "bitnet": {},
     "granite_swa": dict(MULTIPLIERS, **SWA, layer_rope_theta=[10000.0, 0]),
     "flint": dict(SWA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
                   mlp_only_layers=[0]),

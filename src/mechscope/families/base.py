@@ -61,7 +61,10 @@ class Family:
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"
-    """Output projection; its input is ``hook_z``."""
+    """Output projection; its input is ``hook_z`` unless ``z`` names another module."""
+    z: str | None = None
+    """Module whose input is ``hook_z`` when a norm sits between the weighted values and ``o`` (BitNet's
+    ``attn_sub_norm``); None: ``o``."""
 
     norms: dict[str, str] = field(default_factory=lambda: {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"})
     """Canonical norm name (``ln1``, ``ln2``, ``ln1_post``, ``ln2_post``) → module path in a block."""
@@ -86,7 +89,10 @@ class Family:
     mlp_gate_up: str | None = None
     """Fused ``[gate | up]`` projection (Phi-3)."""
     mlp_down: str | None = "mlp.down_proj"
-    """Output projection; its input is ``hook_post``."""
+    """Output projection; its input is ``hook_post`` unless ``mlp_post`` names another module."""
+    mlp_post: str | None = None
+    """Module whose input is ``hook_post`` when a norm sits between the hidden activation and ``mlp_down`` (BitNet's
+    ``ffn_sub_norm``); None: ``mlp_down``."""
 
     attention: Literal["registry", "gptj"] = "registry"
     """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""

@@ -63,6 +63,9 @@ FAMILIES: tuple[Family, ...] = (
             "per-head sink logit joins each softmax and is dropped, so hook_pattern rows sum to less than one. "
             "Full-attention layers use no RoPE (hook_rot_q/k are the q/k-normed projections). Dense and sparse MLP "
             "layers (mlp_only_layers, decoder_sparse_step) can be mixed, so only hook_mlp_out is exposed."),
+    replace(LLAMA, name="bitnet", model_types=("bitnet",), z="self_attn.attn_sub_norm", mlp_post="mlp.ffn_sub_norm",
+            notes="Sub-norms before both output projections: hook_z and hook_post are their inputs (before "
+            "attn_sub_norm / ffn_sub_norm); hook_result is computed from the normed z that o_proj reads."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
