@@ -28,7 +28,8 @@ class ModelConfig:
     n_kv_heads: int
     """Key/value heads per layer (fewer than ``n_heads`` under GQA/MQA)."""
     d_head: int
-    """Width of one head."""
+    """Width of one head (multi-head latent attention: of a value head, ``v_head_dim``; its query/key heads are
+    ``qk_head_dim`` wide)."""
     d_mlp: int | None
     """MLP hidden width (None for mixture-of-experts MLPs)."""
     d_vocab: int
@@ -76,7 +77,8 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     attn = block.get_submodule(fam.attn)
     n_heads = c.num_attention_heads
     d_model = c.hidden_size
-    d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
+    d_head = (getattr(attn, "head_dim", None) or getattr(attn, "v_head_dim", None)  # MLA: z and W_O are v_head_dim wide
+              or getattr(c, "head_dim", None) or d_model // n_heads)
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
     d_mlp = _linear_in_out(block.get_submodule(fam.mlp_down))[0] if fam.mlp_down else None

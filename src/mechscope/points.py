@@ -72,7 +72,11 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
         if "ln1" in fam.norms:
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
-        if fam.qkv_layout == "separate":
+        dq = getattr(attn_mod, "qk_head_dim", dh)  # MLA: query/key heads are wider than value heads
+        k = v = None
+        if fam.qkv_layout == "latent":
+            q = Heads("out", sub(fam.q), h, dq)
+        elif fam.qkv_layout == "separate":
             q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
         elif fam.qkv_layout == "split":
             fused = sub(fam.qkv)
@@ -82,12 +86,13 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         else:
             fused = sub(fam.qkv)
             q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
-        add(f"{b}.attn.hook_q", q, l, (B, P, h, dh))
-        add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
-        add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
+        add(f"{b}.attn.hook_q", q, l, (B, P, h, dq))
+        if k is not None:
+            add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
+            add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
         if fam.rotary:
-            add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dh))
-            add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dh))
+            add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dq))
+            add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dq))
         add(f"{b}.attn.hook_attn_scores", AttnInternal(attn_mod, "attn_scores"), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)

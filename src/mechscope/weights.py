@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .errors import UnsupportedModelError
+
 
 def _io(module: nn.Module) -> Tensor:
     """Weight as ``[in, out]`` for ``nn.Linear`` (stored ``[out, in]``) and GPT-2's ``Conv1D`` (stored ``[in, out]``)."""
@@ -27,6 +29,12 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     """(W [d_model, n*d_head], b [n*d_head]) of q (0), k (1) or v (2) in one block."""
     fam, cfg = model.family, model.cfg
     h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    if fam.qkv_layout == "latent":
+        raise UnsupportedModelError(
+            f"{cfg.family} uses multi-head latent attention: its keys and values are expanded from a shared latent "
+            "(kv_a_proj_with_mqa, kv_b_proj) rather than projected per head, so W_Q/W_K/W_V have no "
+            "TransformerLens layout; read the projection modules from model.hf_model directly."
+        )
     if fam.qkv_layout == "separate":
         mod = block.get_submodule((fam.q, fam.k, fam.v)[which])
         w = _io(mod)

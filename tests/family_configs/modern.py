@@ -1,6 +1,7 @@
 """Tiny configs for ``mechscope.families.modern``: model_type (or variant key) → overrides of ``families.COMMON``."""
 
 SWA = dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+MLA = dict(head_dim=None, num_key_value_heads=4, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12)
 MULTIPLIERS = dict(embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.3, logits_scaling=2.0)
 
 CONFIGS: dict[str, dict] = {
@@ -18,6 +19,10 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "youtu": MLA,
+    "youtu_no_q_lora": dict(MLA, q_lora_rank=None, rope_interleave=False),
+    "axk1": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1,
+                 mlp_layer_types=["dense", "sparse"]),
     "granite_swa": dict(MULTIPLIERS, **SWA, layer_rope_theta=[10000.0, 0]),
     "flint": dict(SWA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
                   mlp_only_layers=[0]),
@@ -30,5 +35,5 @@ CONFIGS: dict[str, dict] = {
 }
 EAGER_ONLY: set[str] = {"vaultgemma", "flint", "granite_swa"}
 """model types whose HF class refuses SDPA"""
-VARIANTS: dict[str, str] = {}
+VARIANTS: dict[str, str] = {"youtu_no_q_lora": "youtu"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
-QKVLayout = Literal["separate", "split", "interleaved"]
+QKVLayout = Literal["separate", "split", "interleaved", "latent"]
 """How q, k and v come out of the projection(s).
 
 - ``separate``: three modules (``q``, ``k``, ``v``), each ``[..., heads * d_head]``.
@@ -24,6 +24,10 @@ QKVLayout = Literal["separate", "split", "interleaved"]
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
 - ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
   (GPT-NeoX and Persimmon ``query_key_value``).
+- ``latent``: multi-head latent attention (DeepSeek-V2-style MLA). ``q`` is the query up-projection
+  (``[..., heads * qk_head_dim]``; ``q_proj`` when the config has no query LoRA); keys and values are expanded from
+  the cached latent inside attention and never exist per new position, so there is no ``hook_k``/``hook_v``: read
+  keys at ``hook_rot_k``. Query/key heads are ``qk_head_dim`` wide, value heads (``hook_z``) ``v_head_dim``.
 """
 
 
@@ -56,8 +60,8 @@ class Family:
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
-    k: str = "self_attn.k_proj"
-    v: str = "self_attn.v_proj"
+    k: str | None = "self_attn.k_proj"
+    v: str | None = "self_attn.v_proj"
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"

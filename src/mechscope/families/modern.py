@@ -34,6 +34,11 @@ GRANITE_NOTE = (
     "(inside hook_attn_scores)."
 )
 
+MLA = dict(qkv_layout="latent", q="self_attn.q_b_proj", k=None, v=None)
+MLA_NOTE = ("Multi-head latent attention: hook_q is the query up-projection (qk_head_dim wide, before RoPE on its "
+            "last qk_rope_head_dim dims); keys and values are expanded from the cached latent inside attention, so "
+            "there is no hook_k/hook_v (read keys at hook_rot_k); hook_z heads are v_head_dim wide (cfg.d_head).")
+
 FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="llama_like", model_types=("internlm3", "iquestcoder", "ernie4_5", "cwm"),
             notes="Llama's blocks under another name (InternLM3 and IQuest-Coder use LlamaForCausalLM itself)."),
@@ -66,6 +71,11 @@ FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="bitnet", model_types=("bitnet",), z="self_attn.attn_sub_norm", mlp_post="mlp.ffn_sub_norm",
             notes="Sub-norms before both output projections: hook_z and hook_post are their inputs (before "
             "attn_sub_norm / ffn_sub_norm); hook_result is computed from the normed z that o_proj reads."),
+    replace(LLAMA, name="youtu", model_types=("youtu",), **MLA,
+            notes=MLA_NOTE),
+    replace(LLAMA, name="axk1", model_types=("axk1",), **MLA, moe=True,
+            notes=MLA_NOTE + " Dense and sparse MLP layers (mlp_layer_types) are mixed, so only hook_mlp_out is "
+            "exposed; on sparse layers it is after the MoE's own post_mlp_layernorm and includes the shared experts."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
