@@ -19,6 +19,9 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "cohere_compass_text": dict(SWA, head_dim=None, logit_scale=0.5, rope_parameters={
+        "sliding_attention": dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3]),
+        "full_attention": None}),
     "youtu": MLA,
     "youtu_no_q_lora": dict(MLA, q_lora_rank=None, rope_interleave=False),
     "axk1": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1,

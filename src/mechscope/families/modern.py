@@ -76,6 +76,11 @@ FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="axk1", model_types=("axk1",), **MLA, moe=True,
             notes=MLA_NOTE + " Dense and sparse MLP layers (mlp_layer_types) are mixed, so only hook_mlp_out is "
             "exposed; on sparse layers it is after the MoE's own post_mlp_layernorm and includes the shared experts."),
+    replace(LLAMA, name="cohere_compass_text", model_types=("cohere_compass_text",), norms={"ln1": "input_layernorm"},
+            norm_type="LN", resid_mid=None, parallel=True,
+            notes="Parallel block with one LayerNorm (no bias); there is no resid_mid. Multimodal RoPE sections; "
+            "layers whose rope_parameters entry is None use no RoPE (hook_rot_q/k equal q/k). Logits are multiplied "
+            "by config.logit_scale after W_U."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
