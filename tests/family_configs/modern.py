@@ -19,6 +19,8 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "doge": dict(keep_window_size=4),
+    "doge_moe": dict(keep_window_size=4, is_moe=True, num_experts=16, num_experts_per_tok=2),
     "cohere_compass_text": dict(SWA, head_dim=None, logit_scale=0.5, rope_parameters={
         "sliding_attention": dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3]),
         "full_attention": None}),
@@ -38,5 +40,5 @@ CONFIGS: dict[str, dict] = {
 }
 EAGER_ONLY: set[str] = {"vaultgemma", "flint", "granite_swa"}
 """model types whose HF class refuses SDPA"""
-VARIANTS: dict[str, str] = {"youtu_no_q_lora": "youtu"}
+VARIANTS: dict[str, str] = {"youtu_no_q_lora": "youtu", "doge_moe": "doge"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

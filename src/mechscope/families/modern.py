@@ -81,6 +81,11 @@ FAMILIES: tuple[Family, ...] = (
             notes="Parallel block with one LayerNorm (no bias); there is no resid_mid. Multimodal RoPE sections; "
             "layers whose rope_parameters entry is None use no RoPE (hook_rot_q/k equal q/k). Logits are multiplied "
             "by config.logit_scale after W_U."),
+    replace(LLAMA, name="doge", model_types=("doge",),
+            notes=QK_NORM_NOTE + " Dynamic mask attention: the mask added in hook_attn_scores is per head (causal plus "
+            "the learned dynamic mask from dt_proj over the values). Learned residual scales: resid_mid = "
+            "input_residual * resid_pre + attn_out, resid_post = post_attention_residual * resid_mid + mlp_out. "
+            "With is_moe=True the MLP points are its shared expert's, and hook_mlp_out adds the retrieval experts."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
