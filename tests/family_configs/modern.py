@@ -19,6 +19,8 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "beam": dict(SWA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1,
+                 mlp_layer_types=["dense", "sparse"]),
     "doge": dict(keep_window_size=4),
     "doge_moe": dict(keep_window_size=4, is_moe=True, num_experts=16, num_experts_per_tok=2),
     "cohere_compass_text": dict(SWA, head_dim=None, logit_scale=0.5, rope_parameters={

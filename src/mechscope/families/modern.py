@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import LLAMA, Family
+from .base import LLAMA, POST_NORM_GEMMA, Family
 
 GLM4_NORMS = {
     "ln1": "input_layernorm",
@@ -86,6 +86,15 @@ FAMILIES: tuple[Family, ...] = (
             "the learned dynamic mask from dt_proj over the values). Learned residual scales: resid_mid = "
             "input_residual * resid_pre + attn_out, resid_post = post_attention_residual * resid_mid + mlp_out. "
             "With is_moe=True the MLP points are its shared expert's, and hook_mlp_out adds the retrieval experts."),
+    replace(LLAMA, name="beam", model_types=("beam",), moe=True, norms=POST_NORM_GEMMA,
+            resid_mid="pre_feedforward_layernorm", attn_out="post_attention_layernorm",
+            mlp_out="post_feedforward_layernorm",
+            notes=QK_NORM_NOTE + " " + SANDWICH_NOTE + " Depth-scaled residual: resid_mid = attn_out / sqrt(2l+2) + "
+            "resid_pre * sqrt((2l+1)/(2l+2)) and resid_post = mlp_out / sqrt(2l+3) + resid_mid * "
+            "sqrt((2l+2)/(2l+3)) for block l. Gated attention: hook_z is the input of o_proj, i.e. the weighted "
+            "values already multiplied by sigmoid(gate_proj(x) + gate_bias). hook_rot_q includes the position-"
+            "dependent attention scaling; full-attention layers use no RoPE. Dense and sparse MLP layers "
+            "(mlp_layer_types) are mixed, so only hook_mlp_out is exposed. Logits are soft-capped after W_U."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
