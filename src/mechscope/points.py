@@ -73,9 +73,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if "ln1" in fam.norms:
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         dq = getattr(attn_mod, "qk_head_dim", dh)  # MLA: query/key heads are wider than value heads
-        k = v = None
+        q = k = v = None
         if fam.qkv_layout == "latent":
-            q = Heads("out", sub(fam.q), h, dq)
+            q = Heads("out", sub(fam.q), h, dq) if fam.q else None
         elif fam.qkv_layout == "separate":
             q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
         elif fam.qkv_layout == "split":
@@ -86,7 +86,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         else:
             fused = sub(fam.qkv)
             q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
-        add(f"{b}.attn.hook_q", q, l, (B, P, h, dq))
+        if q is not None:
+            add(f"{b}.attn.hook_q", q, l, (B, P, h, dq))
         if k is not None:
             add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
             add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
@@ -103,7 +104,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
         if fam.resid_mid:
-            add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
+            mid = sub(fam.resid_mid)
+            site = ResidMid(mid, block) if fam.resid_mid_at == "in" else Whole("out", mid)
+            add(f"{b}.hook_resid_mid", site, l, (B, P, d))
         if "ln2" in fam.norms:
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         m = cfg.d_mlp

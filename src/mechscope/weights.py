@@ -31,9 +31,9 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
     if fam.qkv_layout == "latent":
         raise UnsupportedModelError(
-            f"{cfg.family} uses multi-head latent attention: its keys and values are expanded from a shared latent "
-            "(kv_a_proj_with_mqa, kv_b_proj) rather than projected per head, so W_Q/W_K/W_V have no "
-            "TransformerLens layout; read the projection modules from model.hf_model directly."
+            f"{cfg.family} builds its queries, keys and values inside attention (multi-head latent attention expands "
+            "them from a shared latent; Zaya convolves them), so W_Q/W_K/W_V have no TransformerLens layout; read "
+            "the projection modules from model.hf_model directly, or the activations at hook_rot_q/hook_rot_k."
         )
     if fam.qkv_layout == "separate":
         mod = block.get_submodule((fam.q, fam.k, fam.v)[which])

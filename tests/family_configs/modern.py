@@ -19,6 +19,7 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "zaya": dict(num_experts=4, num_experts_per_tok=1, moe_intermediate_size=32, router_hidden_size=16),
     "beam": dict(SWA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1,
                  mlp_layer_types=["dense", "sparse"]),
     "doge": dict(keep_window_size=4),

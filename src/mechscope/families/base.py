@@ -24,7 +24,9 @@ QKVLayout = Literal["separate", "split", "interleaved", "latent"]
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
 - ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
   (GPT-NeoX and Persimmon ``query_key_value``).
-- ``latent``: multi-head latent attention (DeepSeek-V2-style MLA). ``q`` is the query up-projection
+- ``latent``: queries, keys and values are built inside attention, not per head by one projection each.
+  With ``q`` None none of them exists outside attention (Zaya's convolutional CCA: read them at ``hook_rot_q``,
+  ``hook_rot_k`` and the pattern). Otherwise multi-head latent attention (DeepSeek-V2-style MLA): ``q`` is the query up-projection
   (``[..., heads * qk_head_dim]``; ``q_proj`` when the config has no query LoRA); keys and values are expanded from
   the cached latent inside attention and never exist per new position, so there is no ``hook_k``/``hook_v``: read
   keys at ``hook_rot_k``. Query/key heads are ``qk_head_dim`` wide, value heads (``hook_z``) ``v_head_dim``.
@@ -83,6 +85,10 @@ class Family:
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
+    resid_mid_at: Literal["in", "out"] = "in"
+    """``in``: ``hook_resid_mid`` is the first input of ``resid_mid`` (HF keeps its own reference for the residual add,
+    so a replacement is also added to the block's output); ``out``: it is the output of ``resid_mid``, a module that
+    computes the residual stream itself (Zaya's ``post_attention_residual_scale``)."""
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 

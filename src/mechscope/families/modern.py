@@ -95,6 +95,14 @@ FAMILIES: tuple[Family, ...] = (
             "values already multiplied by sigmoid(gate_proj(x) + gate_bias). hook_rot_q includes the position-"
             "dependent attention scaling; full-attention layers use no RoPE. Dense and sparse MLP layers "
             "(mlp_layer_types) are mixed, so only hook_mlp_out is exposed. Logits are soft-capped after W_U."),
+    replace(LLAMA, name="zaya", model_types=("zaya",), qkv_layout="latent", q=None, k=None, v=None, moe=True,
+            resid_mid="post_attention_residual_scale", resid_mid_at="out",
+            notes="Convolutional compressed attention (CCA): queries, keys and values are built inside attention from "
+            "convolutions over q_proj/k_proj and a current+delayed value projection, so there is no hook_q/hook_k/"
+            "hook_v; read them at hook_rot_q/hook_rot_k (after the L2 qk-norm and RoPE). The residual stream is "
+            "float32 and scaled: blocks.0.hook_resid_pre is (embed + bias) * scale; resid_mid = (attn_out + b) * s + "
+            "(resid_pre + b') * s' (the output of post_attention_residual_scale), and likewise resid_post from "
+            "mlp_out and resid_mid. hook_mlp_out is the MoE output before that scaling."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
