@@ -19,6 +19,8 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "axk2": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, index_topk=4,
+                 index_head_dim=16, index_n_heads=2, gated_norm_rank=4, mlp_layer_types=["dense", "sparse"]),
     "zaya": dict(num_experts=4, num_experts_per_tok=1, moe_intermediate_size=32, router_hidden_size=16),
     "beam": dict(SWA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1,
                  mlp_layer_types=["dense", "sparse"]),

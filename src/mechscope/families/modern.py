@@ -103,6 +103,15 @@ FAMILIES: tuple[Family, ...] = (
             "float32 and scaled: blocks.0.hook_resid_pre is (embed + bias) * scale; resid_mid = (attn_out + b) * s + "
             "(resid_pre + b') * s' (the output of post_attention_residual_scale), and likewise resid_post from "
             "mlp_out and resid_mid. hook_mlp_out is the MoE output before that scaling."),
+    replace(LLAMA, name="axk2", model_types=("axk2",), qkv_layout="latent", q=None, k=None, v=None, moe=True,
+            norms={"ln1": "input_layernorm.norm"},
+            notes="Multi-head latent attention with a fused per-head [query | gate] projection, so there is no "
+            "hook_q/hook_k/hook_v (read queries and keys at hook_rot_q/hook_rot_k; hook_z heads are v_head_dim "
+            "wide). An indexer keeps each query's top index_topk keys: the others are masked in hook_attn_scores. "
+            "Gated attention: hook_z is the input of o_proj, already multiplied by the sigmoid gate. Gated "
+            "RMSNorms: ln1 is the RMSNorm inside input_layernorm, whose output is then multiplied by a sigmoid "
+            "gate before attention; the pre-MLP norm is gated only on sparse layers, so it has no ln2 points. Dense "
+            "and sparse MLP layers (mlp_layer_types) are mixed, so only hook_mlp_out is exposed."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
