@@ -102,6 +102,9 @@ def mechscope_attention(
             scores = torch.matmul(query.float(), key_states.float().transpose(2, 3)) * scaling
     else:
         scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:  # additive relative-position logits (Inkling), before the mask as in its eager
+        scores = scores + position_bias
     if softcap is not None:
         scores = scores / softcap
         scores = torch.tanh(scores)

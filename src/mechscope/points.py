@@ -68,6 +68,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         b = f"blocks.{l}"
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
+        # per-layer head geometry where a layer kind differs from the config's (Inkling's sliding layers)
+        h, dh = getattr(attn_mod, "num_heads", None) or cfg.n_heads, getattr(attn_mod, "head_dim", None) or cfg.d_head
+        groups = getattr(attn_mod, "num_key_value_groups", None)
+        kv = h // groups if groups else cfg.n_kv_heads
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv, sinks=fam.sinks)
         add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
         if "ln1" in fam.norms:

@@ -112,6 +112,18 @@ FAMILIES: tuple[Family, ...] = (
             "RMSNorms: ln1 is the RMSNorm inside input_layernorm, whose output is then multiplied by a sigmoid "
             "gate before attention; the pre-MLP norm is gated only on sparse layers, so it has no ln2 points. Dense "
             "and sparse MLP layers (mlp_layer_types) are mixed, so only hook_mlp_out is exposed."),
+    replace(LLAMA, name="inkling_text", model_types=("inkling_text",), moe=True, attn_out="attn_sconv",
+            mlp_out="mlp_sconv",
+            notes="No RoPE: learned relative-position logits are added to the scores (inside hook_attn_scores). "
+            "hook_k/hook_v are the k_proj/v_proj outputs, before their causal short convolutions; hook_rot_q/"
+            "hook_rot_k are the queries and keys attention uses (after the convolution and per-head RMSNorm, and "
+            "on full layers the query's log-length scaling). Sliding layers may have their own head counts and "
+            "widths (swa_*): their points have those shapes (cfg.n_heads is the full layers' count; cfg.d_head and "
+            "cfg.n_kv_heads are block 0's). "
+            "hook_attn_out/hook_mlp_out are after the short convolutions that follow attention and the MLP (each "
+            "includes its own skip). Dense and sparse MLP layers (mlp_layer_types) are mixed, so only "
+            "hook_mlp_out is exposed. The final norm's output (ln_final.hook_normalized) is divided by "
+            "logits_mup_width_multiplier before W_U."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
