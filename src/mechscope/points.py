@@ -60,6 +60,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{prefix}.hook_scale", NormScale(module, centred=fam.norm_type == "LN"), layer, (B, P, 1))
         add(f"{prefix}.hook_normalized", Whole("out", module), layer, (B, P, d))
 
+    streams = getattr(hf_model.config, fam.resid_streams) if fam.resid_streams else None
+    resid = (B, P, streams, d) if streams else (B, P, d)  # hyper-connections: several residual streams
     add("hook_embed", Whole("out", hf_model.get_submodule(fam.embed)), None, (B, P, d))
     if fam.pos_embed:
         add("hook_pos_embed", Whole("out", hf_model.get_submodule(fam.pos_embed)), None, (B, P, d))
@@ -73,7 +75,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         groups = getattr(attn_mod, "num_key_value_groups", None)
         kv = h // groups if groups else cfg.n_kv_heads
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv, sinks=fam.sinks)
-        add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
+        add(f"{b}.hook_resid_pre", Whole("in", block), l, resid)
         if "ln1" in fam.norms:
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         dq = getattr(attn_mod, "qk_head_dim", dh)  # MLA: query/key heads are wider than value heads
@@ -110,7 +112,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if fam.resid_mid:
             mid = sub(fam.resid_mid)
             site = ResidMid(mid, block) if fam.resid_mid_at == "in" else Whole("out", mid)
-            add(f"{b}.hook_resid_mid", site, l, (B, P, d))
+            add(f"{b}.hook_resid_mid", site, l, resid)
         if "ln2" in fam.norms:
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         m = cfg.d_mlp
@@ -128,7 +130,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if "ln2_post" in fam.norms:
             add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
-        add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
+        add(f"{b}.hook_resid_post", Whole("out", block), l, resid)
 
     add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
     return pts

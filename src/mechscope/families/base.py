@@ -89,6 +89,9 @@ class Family:
     """``in``: ``hook_resid_mid`` is the first input of ``resid_mid`` (HF keeps its own reference for the residual add,
     so a replacement is also added to the block's output); ``out``: it is the output of ``resid_mid``, a module that
     computes the residual stream itself (Zaya's ``post_attention_residual_scale``)."""
+    resid_streams: str | None = None
+    """Config attribute giving the number of parallel residual streams (hyper-connections, HY-V4): the residual
+    points are then ``[batch, pos, stream, d_model]``; None: one stream, ``[batch, pos, d_model]``."""
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 

@@ -124,6 +124,16 @@ FAMILIES: tuple[Family, ...] = (
             "includes its own skip). Dense and sparse MLP layers (mlp_layer_types) are mixed, so only "
             "hook_mlp_out is exposed. The final norm's output (ln_final.hook_normalized) is divided by "
             "logits_mup_width_multiplier before W_U."),
+    replace(LLAMA, name="hy_v4", model_types=("hy_v4",), **MLA, moe=True, resid_streams="hc_mult",
+            resid_mid="ffn_hc",
+            notes=MLA_NOTE + " Hyper-connections: the residual stream is hc_mult parallel streams, so hook_resid_pre/"
+            "mid/post are [batch, pos, stream, d_model]; blocks.0.hook_resid_pre is hook_embed copied to every "
+            "stream. Each sublayer reads a learned mix of the streams (input of ln1/ln2) and its output "
+            "(hook_attn_out/hook_mlp_out, [batch, pos, d_model]) is added to each stream with a learned per-stream "
+            "weight. ln_final reads the streams merged by model.hc_head. Attention: an indexer keeps each query's "
+            "top index_topk keys (the others are masked in hook_attn_scores); a learned per-head sink logit joins "
+            "each softmax and is dropped (pattern rows sum to less than one); hook_z is the input of o_proj, already "
+            "multiplied by the sigmoid gate. Dense and sparse MLP layers are mixed, so only hook_mlp_out is exposed."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
