@@ -56,9 +56,11 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
-    def add_norm(prefix: str, module: nn.Module, layer: int | None) -> None:
-        add(f"{prefix}.hook_scale", NormScale(module, centred=fam.norm_type == "LN"), layer, (B, P, 1))
-        add(f"{prefix}.hook_normalized", Whole("out", module), layer, (B, P, d))
+    def add_norm(prefix: str, module: nn.Module, layer: int | None, after: nn.Module | None = None) -> None:
+        scale, normalized = NormScale(module, centred=fam.norm_type == "LN"), Whole("out", module)
+        scale.after = normalized.after = after
+        add(f"{prefix}.hook_scale", scale, layer, (B, P, 1))
+        add(f"{prefix}.hook_normalized", normalized, layer, (B, P, d))
 
     streams = getattr(hf_model.config, fam.resid_streams) if fam.resid_streams else None
     resid = (B, P, streams, d) if streams else (B, P, d)  # hyper-connections: several residual streams
@@ -132,7 +134,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
         add(f"{b}.hook_resid_post", Whole("out", block), l, resid)
 
-    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
+    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None)
     return pts
 
 

@@ -19,6 +19,7 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "nanochat": dict(final_logit_softcapping=15.0),
     "hy_v4": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, index_topk=4,
                   index_head_dim=16, index_n_heads=2, hc_mult=2, mlp_layer_types=["dense", "sparse"]),
     "inkling_text": dict(swa_num_attention_heads=2, swa_num_key_value_heads=1, swa_head_dim=8, sliding_window_size=4,

@@ -54,6 +54,9 @@ class Family:
     """The ``ModuleList`` of decoder blocks."""
     ln_final: str = "model.norm"
     """Final norm before the unembedding."""
+    ln_embed: bool = False
+    """The final-norm module is also applied to the embeddings before block 0 (nanochat): the ``ln_final`` points
+    and ``stop_at_layer=n_layers`` then refer to its call after the last block."""
     unembed: str = "lm_head"
     """Unembedding (``W_U``)."""
 

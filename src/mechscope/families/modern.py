@@ -134,6 +134,12 @@ FAMILIES: tuple[Family, ...] = (
             "top index_topk keys (the others are masked in hook_attn_scores); a learned per-head sink logit joins "
             "each softmax and is dropped (pattern rows sum to less than one); hook_z is the input of o_proj, already "
             "multiplied by the sigmoid gate. Dense and sparse MLP layers are mixed, so only hook_mlp_out is exposed."),
+    replace(LLAMA, name="nanochat", model_types=("nanochat",), ln_embed=True, mlp_gate=None, mlp_in="mlp.fc1",
+            mlp_down="mlp.fc2",
+            notes="Parameter-free RMSNorms everywhere. The final norm module is also applied to the embeddings: "
+            "blocks.0.hook_resid_pre is norm(hook_embed), and the ln_final points are its call after the last block. "
+            "q and k are RMS-normed per head after RoPE; hook_rot_q/k are after both. ReLU-squared MLP; logits are "
+            "soft-capped after W_U (final_logit_softcapping)."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
