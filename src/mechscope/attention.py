@@ -113,6 +113,13 @@ def mechscope_attention(
         scores = scores + attention_mask
     scores = _fire(state, "attn_scores", scores)
 
+    sink_logits = kwargs.get("sinks")
+    if sink_logits is not None:  # per-query sink logits computed by the model (Inkling2): an extra column, dropped
+        pattern = F.softmax(torch.cat([scores, sink_logits], dim=-1).float(), dim=-1)[..., :-1].to(query.dtype)
+        pattern = _fire(state, "pattern", pattern)
+        pattern = F.dropout(pattern, p=dropout, training=module.training)
+        out = torch.matmul(pattern, value_states)
+        return out.transpose(1, 2).contiguous(), pattern
     if state.sinks == "column":  # GPT-OSS: a learned per-head sink logit joins each row's softmax, then is dropped
         sink = module.sinks.reshape(1, -1, 1, 1).expand(query.shape[0], -1, query.shape[-2], -1)
         combined = torch.cat([scores, sink], dim=-1)

@@ -68,7 +68,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     if fam.pos_embed:
         add("hook_pos_embed", Whole("out", hf_model.get_submodule(fam.pos_embed)), None, (B, P, d))
 
+    base = fam
     for l, block in enumerate(blocks):
+        fam = base.for_block(block)
         b = f"blocks.{l}"
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
@@ -134,6 +136,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
         add(f"{b}.hook_resid_post", Whole("out", block), l, resid)
 
+    fam = base
     add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None)
     return pts
 

@@ -19,6 +19,11 @@ CONFIGS: dict[str, dict] = {
     "granite": MULTIPLIERS,
     "hyperclovax": MULTIPLIERS,
     "bitnet": {},
+    "inkling2_text": dict(swa_num_attention_heads=2, swa_num_key_value_heads=1, swa_head_dim=8, sliding_window_size=4,
+                          d_rel=4, rel_extent=16, log_scaling_n_floor=4, num_hidden_layers=3,
+                          layer_types=["hybrid_sliding", "hybrid", "hybrid_sliding"],
+                          n_layers_per_attn_res_block=2, moe_intermediate_size=32, n_routed_experts=4,
+                          num_experts_per_tok=2, unpadded_vocab_size=120),
     "nanochat": dict(final_logit_softcapping=15.0),
     "hy_v4": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, index_topk=4,
                   index_head_dim=16, index_n_heads=2, hc_mult=2, mlp_layer_types=["dense", "sparse"]),
@@ -50,7 +55,7 @@ CONFIGS: dict[str, dict] = {
     "solar_open": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32),
     "kolibri1": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
 }
-EAGER_ONLY: set[str] = {"vaultgemma", "flint", "granite_swa", "hy_v4"}
+EAGER_ONLY: set[str] = {"vaultgemma", "flint", "granite_swa", "hy_v4", "inkling2_text"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {"youtu_no_q_lora": "youtu", "doge_moe": "doge"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

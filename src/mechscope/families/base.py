@@ -124,8 +124,16 @@ class Family:
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
+    block_overrides: dict[str, dict] = field(default_factory=dict)
+    """Decoder-block class name → fields that differ in blocks of that class, for models that mix block kinds with
+    different module names (Inkling2's full-attention blocks normalize q, k and v inputs separately)."""
     notes: str = ""
     """Family-specific semantics shown by ``mechscope info``."""
+
+    def for_block(self, block) -> Family:
+        """This entry with ``block_overrides`` for the block's class applied."""
+        over = self.block_overrides.get(type(block).__name__)
+        return replace(self, **over) if over else self
 
     def is_parallel(self, config) -> bool:
         if isinstance(self.parallel, str):

@@ -140,6 +140,21 @@ FAMILIES: tuple[Family, ...] = (
             "blocks.0.hook_resid_pre is norm(hook_embed), and the ln_final points are its call after the last block. "
             "q and k are RMS-normed per head after RoPE; hook_rot_q/k are after both. ReLU-squared MLP; logits are "
             "soft-capped after W_U (final_logit_softcapping)."),
+    replace(LLAMA, name="inkling2_text", model_types=("inkling2_text",), moe=True, resid_mid=None,
+            attn_out="post_attention_convolution", mlp_out="post_mlp_convolution",
+            block_overrides={"Inkling2FullDecoderLayer": {"norms": {"ln2": "post_attention_layernorm"}}},
+            notes="Block attention residuals: there is no running residual sum. Each sublayer reads a learned "
+            "softmax mix (over depth) of earlier attention-residual blocks' outputs and the running partial sum, so "
+            "ln1/ln2 read that mix, not hook_resid_pre; at a block boundary (every n_layers_per_attn_res_block "
+            "layers) the partial sum restarts from hook_attn_out. There is no hook_resid_mid. Full-attention layers "
+            "normalize separate query/key/value mixes (q/k/v_input_layernorm), so they have no ln1 points. "
+            "hook_attn_out/hook_mlp_out are after the short convolutions that follow attention and the MoE. "
+            "Attention: no RoPE (learned relative-position logits inside hook_attn_scores); L2-clipped q/k "
+            "(hook_rot_q/hook_rot_k, full layers with the log-length scaling); per-query sink logits from "
+            "sink_proj join each softmax and are dropped (pattern rows sum to less than one); hook_z is the input "
+            "of o_proj, already multiplied by the sigmoid gate; hook_k/hook_v are the projections before their "
+            "short convolutions. Embeddings are RMS-normed inside the embedding module (hook_embed is after it); "
+            "ln_final reads a final depth mix; logits are soft-capped after W_U."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
