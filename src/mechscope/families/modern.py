@@ -1,8 +1,11 @@
-"""Newer dense decoder-only families whose attention goes through transformers' attention registry.
+"""Newer decoder-only families (2024-2026): Llama-likes, GLM, Granite, MLA models, gated and sink attention, MoE.
 
-Most are a one-line delta from ``LLAMA``. Where a family scales a branch on its way into the residual (Granite's
-``residual_multiplier``, ``embedding_multiplier``, ``logits_scaling``), the scaling happens inline in HF's forward,
-outside any module, so the points sit on the module outputs and the ``notes`` say where the multiplier applies.
+Most are a one-line delta from ``LLAMA``; the rest use generic ``Family`` fields rather than code: ``latent`` q/k/v
+(MLA, Zaya), ``sinks`` flavours, ``z``/``mlp_post`` before sub-norms (BitNet), ``resid_streams`` (hyper-connections),
+``resid_mid_at``, ``ln_embed`` (nanochat) and ``block_overrides`` (Inkling2). Where a family scales a branch on its
+way into the residual (Granite's ``residual_multiplier``, ``embedding_multiplier``, ``logits_scaling``), the scaling
+happens inline in HF's forward, outside any module, so the points sit on the module outputs and each ``notes`` says
+where the multiplier applies. Families that mix dense and MoE MLP layers are ``moe=True``: only ``hook_mlp_out``.
 """
 
 from __future__ import annotations
