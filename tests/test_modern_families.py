@@ -100,3 +100,9 @@ def test_model_config_reads_modern_families():
     assert (m.cfg.n_heads, m.cfg.n_kv_heads, m.cfg.d_head, m.cfg.d_mlp) == (4, 2, 16, 96)
     assert m.cfg.post_norms and m.cfg.gated_mlp
     assert _model("laguna").cfg.d_mlp is None
+
+
+def test_weights_of_layers_with_different_head_geometry_raise_clearly():
+    m = _model("inkling_text")
+    with pytest.raises(UnsupportedModelError, match="per layer"):
+        m.W_Q

@@ -24,7 +24,7 @@ class ModelConfig:
     d_model: int
     """Residual stream width."""
     n_heads: int
-    """Query heads per layer."""
+    """Query heads per layer (block 0's where layer kinds differ in head geometry, as in Inkling)."""
     n_kv_heads: int
     """Key/value heads per layer (fewer than ``n_heads`` under GQA/MQA)."""
     d_head: int
@@ -75,7 +75,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     c = hf_model.config
     block = blocks[0]
     attn = block.get_submodule(fam.attn)
-    n_heads = c.num_attention_heads
+    n_heads = getattr(attn, "num_heads", None) or c.num_attention_heads  # block 0's, where layer kinds differ
     d_model = c.hidden_size
     d_head = (getattr(attn, "head_dim", None) or getattr(attn, "v_head_dim", None)  # MLA: z and W_O are v_head_dim wide
               or getattr(c, "head_dim", None) or d_model // n_heads)

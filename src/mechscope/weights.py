@@ -49,6 +49,16 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     return (w.unflatten(1, (h, 3, dh))[:, :, which, :].flatten(1), b.unflatten(0, (h, 3, dh))[:, which, :].flatten())
 
 
+def _stack(model, ts: list[Tensor]) -> Tensor:
+    """Stack per-layer weights; layers of different head geometry (Inkling's sliding layers) cannot be stacked."""
+    if len({t.shape for t in ts}) > 1:
+        raise UnsupportedModelError(
+            f"{model.cfg.family}'s layers differ in head count or width, so its weights cannot be stacked over "
+            "layers; read them per layer from model.blocks[layer] (e.g. model.blocks[0].self_attn.q_proj.weight)."
+        )
+    return torch.stack(ts)
+
+
 def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
     """``W`` (layer, head, d_model, d_head) and ``b`` (layer, head, d_head) for q (0), k (1) or v (2)."""
     ws, bs = [], []
@@ -57,7 +67,7 @@ def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
         w, b = _qkv_parts(model, block, which)
         ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
         bs.append(b.unflatten(0, (-1, dh)))
-    return torch.stack(ws), torch.stack(bs)
+    return _stack(model, ws), _stack(model, bs)
 
 
 def o_weights(model) -> tuple[Tensor, Tensor]:
@@ -68,7 +78,7 @@ def o_weights(model) -> tuple[Tensor, Tensor]:
         w = _io(mod)
         ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head)))
         bs.append(_bias(mod, w.shape[1], w))
-    return torch.stack(ws), torch.stack(bs)
+    return _stack(model, ws), _stack(model, bs)
 
 
 def mlp_weight(model, which: str) -> Tensor | None:

@@ -121,8 +121,7 @@ FAMILIES: tuple[Family, ...] = (
             "hook_k/hook_v are the k_proj/v_proj outputs, before their causal short convolutions; hook_rot_q/"
             "hook_rot_k are the queries and keys attention uses (after the convolution and per-head RMSNorm, and "
             "on full layers the query's log-length scaling). Sliding layers may have their own head counts and "
-            "widths (swa_*): their points have those shapes (cfg.n_heads is the full layers' count; cfg.d_head and "
-            "cfg.n_kv_heads are block 0's). "
+            "widths (swa_*): their points have those shapes, and cfg's head counts and d_head are block 0's. "
             "hook_attn_out/hook_mlp_out are after the short convolutions that follow attention and the MLP (each "
             "includes its own skip). Dense and sparse MLP layers (mlp_layer_types) are mixed, so only "
             "hook_mlp_out is exposed. The final norm's output (ln_final.hook_normalized) is divided by "
@@ -157,7 +156,8 @@ FAMILIES: tuple[Family, ...] = (
             "sink_proj join each softmax and are dropped (pattern rows sum to less than one); hook_z is the input "
             "of o_proj, already multiplied by the sigmoid gate; hook_k/hook_v are the projections before their "
             "short convolutions. Embeddings are RMS-normed inside the embedding module (hook_embed is after it); "
-            "ln_final reads a final depth mix; logits are soft-capped after W_U."),
+            "ln_final reads a final depth mix; logits are soft-capped after W_U. Sliding layers may have their own "
+            "head counts and widths (swa_*): their points have those shapes, and cfg's are block 0's."),
     replace(LLAMA, name="hyperclovax", model_types=("hyperclovax",),
             norms={"ln1": "input_layernorm", "ln1_post": "post_norm1", "ln2": "post_attention_layernorm",
                    "ln2_post": "post_norm2"},
