@@ -23,7 +23,7 @@ CONFIGS: dict[str, dict] = {
                           d_rel=4, rel_extent=16, log_scaling_n_floor=4, num_hidden_layers=3,
                           layer_types=["hybrid_sliding", "hybrid", "hybrid_sliding"],
                           n_layers_per_attn_res_block=2, moe_intermediate_size=32, n_routed_experts=4,
-                          num_experts_per_tok=2, unpadded_vocab_size=120),
+                          num_experts_per_tok=2, unpadded_vocab_size=128),
     "nanochat": dict(final_logit_softcapping=15.0),
     "hy_v4": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, index_topk=4,
                   index_head_dim=16, index_n_heads=2, hc_mult=2, mlp_layer_types=["dense", "sparse"]),
