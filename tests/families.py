@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -38,12 +40,25 @@ def make_config(key: str, attn: str = "eager"):
     return cfg
 
 
+def _keep_in_fp32(model, dtype: torch.dtype):
+    """Apply the class's ``_keep_in_fp32_modules_strict`` as ``from_pretrained`` does (``from_config`` does not), so
+    low-precision models whose code relies on float32 router or sink weights run as they do from a checkpoint."""
+    keep = getattr(model, "_keep_in_fp32_modules_strict", None) or []
+    if dtype == torch.float32 or not keep:
+        return model
+    pattern = re.compile("|".join(rf"((^|\.){re.escape(k)}($|\.))" for k in keep))
+    for name, p in model.named_parameters():
+        if pattern.search(name):
+            p.data = p.data.float()
+    return model
+
+
 def make_pair(key: str, dtype: torch.dtype, seed: int = 0):
     """(eager model, sdpa-or-eager model) with identical random weights, in eval mode."""
     torch.manual_seed(seed)
-    eager = AutoModelForCausalLM.from_config(make_config(key, "eager"), dtype=dtype).eval()
+    eager = _keep_in_fp32(AutoModelForCausalLM.from_config(make_config(key, "eager"), dtype=dtype), dtype).eval()
     attn = "eager" if model_type_of(key) in EAGER_ONLY else "sdpa"
-    fast = AutoModelForCausalLM.from_config(make_config(key, attn), dtype=dtype).eval()
+    fast = _keep_in_fp32(AutoModelForCausalLM.from_config(make_config(key, attn), dtype=dtype), dtype).eval()
     with torch.no_grad():  # random init leaves biases at 0 and norm weights at 1: perturb so every term counts
         for p in eager.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p.dtype) * 0.05)

@@ -70,7 +70,7 @@ def test_interleaved_qkv_matches_fused_projection(neox):
         torch.testing.assert_close(cache[name, 0], ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("key", ["gpt2", "llama", "phi3", "gpt_bigcode", "gptj"])
+@pytest.mark.parametrize("key", ["gpt2", "llama", "phi3", "gpt_bigcode", "gptj", "glm", "apertus", "nanochat"])
 def test_weight_views_reproduce_activations(key):
     m = mechscope.Model.from_hf(make_pair(key, torch.float32)[0])
     names = ["blocks.0.ln1.hook_out", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_z",

@@ -36,6 +36,8 @@ class AttnState:
 
     softmax_native: bool
     n_rep: int
+    sinks: str | None = None
+    """Attention-sink flavour (``Family.sinks``); None: ``column`` if the module has ``sinks``, else no sinks."""
     entries: dict[str, list] = field(default_factory=dict)
     """kind (one of ``ATTN_KINDS``) → list of hook entries, fired in order."""
 
@@ -43,10 +45,12 @@ class AttnState:
 _STATE: weakref.WeakKeyDictionary[nn.Module, AttnState] = weakref.WeakKeyDictionary()
 
 
-def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int) -> AttnState:
+def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int, sinks: str | None = None) -> AttnState:
     state = _STATE.get(module)
     if state is None:
-        state = _STATE[module] = AttnState(softmax_native=softmax_native, n_rep=n_rep)
+        if sinks is None and getattr(module, "sinks", None) is not None:
+            sinks = "column"
+        state = _STATE[module] = AttnState(softmax_native=softmax_native, n_rep=n_rep, sinks=sinks)
     return state
 
 
@@ -83,8 +87,25 @@ def mechscope_attention(
         scaling = query.size(-1) ** -0.5
     key_states = _repeat_kv(key, state.n_rep)
     value_states = _repeat_kv(value, state.n_rep)
+    indices = kwargs.get("indices")
+    if indices is not None and attention_mask is not None:
+        # Indexer-selected sparse attention (A.X-K2): HF masks the keys outside each query's top-k itself only for
+        # "eager"/"sdpa" and otherwise hands the indices to the kernel; mask them exactly as its eager branch does.
+        index_mask = (
+            indices.new_ones((query.shape[0], query.shape[2], key_states.shape[2]), dtype=torch.bool)
+            .scatter(-1, indices.long(), False)
+            .unsqueeze(1)
+        )
+        attention_mask = attention_mask.masked_fill(index_mask, torch.finfo(query.dtype).min)
 
-    scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    if state.sinks == "column_fp32":  # Flint: scores and softmax stay in float32, even under autocast
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            scores = torch.matmul(query.float(), key_states.float().transpose(2, 3)) * scaling
+    else:
+        scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:  # additive relative-position logits (Inkling), before the mask as in its eager
+        scores = scores + position_bias
     if softcap is not None:
         scores = scores / softcap
         scores = torch.tanh(scores)
@@ -93,15 +114,37 @@ def mechscope_attention(
         scores = scores + attention_mask
     scores = _fire(state, "attn_scores", scores, attention_mask)
 
-    sinks = getattr(module, "sinks", None)
-    if sinks is not None:  # GPT-OSS: a learned per-head sink logit joins each row's softmax, then is dropped
-        sink = sinks.reshape(1, -1, 1, 1).expand(query.shape[0], -1, query.shape[-2], -1)
+    sink_logits = kwargs.get("sinks")
+    if sink_logits is not None:  # per-query sink logits computed by the model (Inkling2): an extra column, dropped
+        pattern = F.softmax(torch.cat([scores, sink_logits], dim=-1).float(), dim=-1)[..., :-1].to(query.dtype)
+        pattern = _fire(state, "pattern", pattern)
+        pattern = F.dropout(pattern, p=dropout, training=module.training)
+        out = torch.matmul(pattern, value_states)
+        return out.transpose(1, 2).contiguous(), pattern
+    if state.sinks == "column":  # GPT-OSS: a learned per-head sink logit joins each row's softmax, then is dropped
+        sink = module.sinks.reshape(1, -1, 1, 1).expand(query.shape[0], -1, query.shape[-2], -1)
         combined = torch.cat([scores, sink], dim=-1)
         combined = combined - combined.max(dim=-1, keepdim=True).values
         pattern = F.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1]
         pattern = _fire(state, "pattern", pattern)
         pattern = F.dropout(pattern, p=dropout, training=module.training).to(value_states.dtype)
         out = torch.matmul(pattern, value_states)
+        return out.transpose(1, 2).contiguous(), pattern
+    if state.sinks == "column_fp32":
+        sink = module.sinks.reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+        pattern = F.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1].to(value_states.dtype)
+        pattern = _fire(state, "pattern", pattern)
+        pattern = F.dropout(pattern, p=dropout, training=module.training)
+        out = torch.matmul(pattern, value_states)
+        return out.transpose(1, 2).contiguous(), pattern
+    if state.sinks == "output_scale":  # Granite-SWA: the sink shrinks each head's output instead of the pattern
+        lse = torch.logsumexp(scores, dim=-1)
+        sink_scale = (lse - module.sinks.view(1, -1, 1)).to(torch.float32).sigmoid()
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        pattern = _fire(state, "pattern", pattern)
+        pattern = F.dropout(pattern, p=dropout, training=module.training)
+        out = torch.matmul(pattern, value_states)
+        out = out * sink_scale.unsqueeze(-1).to(out.dtype)
         return out.transpose(1, 2).contiguous(), pattern
     if state.softmax_native:
         pattern = F.softmax(scores, dim=-1).type(value.dtype)

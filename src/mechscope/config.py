@@ -28,7 +28,7 @@ class ModelConfig:
     d_model: int
     """Residual stream width."""
     n_heads: int
-    """Query heads per layer."""
+    """Query heads per layer (block 0's where layer kinds differ in head geometry, as in Inkling)."""
     n_kv_heads: int
     """Key/value heads per layer (fewer than ``n_heads`` under GQA/MQA)."""
     d_head: int
@@ -79,12 +79,12 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
 
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
     c = hf_model.config
-    per_layer = [fam.at_layer(c, l) for l in range(len(blocks))]
+    per_layer = [fam.at_layer(c, l).for_block(b) for l, b in enumerate(blocks)]
     attn_layers = tuple(l for l, b in enumerate(blocks) if per_layer[l].has_group(c, b, l, "attn"))
     attn = blocks[attn_layers[0]].get_submodule(per_layer[attn_layers[0]].attn) if attn_layers else None
-    n_heads = c.num_attention_heads
+    n_heads = getattr(attn, "num_heads", None) or c.num_attention_heads  # the first attention block's
     d_model = c.hidden_size
-    d_head = (getattr(attn, "head_dim", None) or getattr(attn, "qk_head_dim", None) or getattr(c, "head_dim", None)
+    d_head = (getattr(attn, "qk_head_dim", None) or getattr(attn, "head_dim", None) or getattr(c, "head_dim", None)
               or d_model // n_heads)
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads

@@ -87,6 +87,9 @@ class Site:
     anchor: tuple
     writable = True
     in_graph = True
+    after: nn.Module | None = None
+    """When set, the site is live only on the anchor module's first call after this module has run in the forward:
+    a module applied twice per forward (nanochat's final norm, also applied to the embeddings) shows its later call."""
     """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
     grad_writable = True
     """A backward hook may replace the gradient (False where the gradient is observed beside the graph)."""
@@ -501,7 +504,11 @@ class Attachment:
             for anchor, group in by_anchor.items():
                 kind, module = anchor[0], anchor[1]
                 if kind == "out":
-                    self.handles.append(module.register_forward_hook(_out_hook(group), with_kwargs=True))
+                    hook = _out_hook(group)
+                    after = group[0].site.after
+                    if after is not None:
+                        hook = self._gated(hook, after)
+                    self.handles.append(module.register_forward_hook(hook, with_kwargs=True))
                 elif kind == "virtual":
                     module.entries.extend(group)
                     self.virtual.extend((module, e) for e in group)
@@ -528,6 +535,23 @@ class Attachment:
         except BaseException:
             self.remove()
             raise
+
+    def _gated(self, hook, after: nn.Module):
+        """``hook`` runs only on the first call after ``after`` has run (see ``Site.after``)."""
+        state = {"open": False}
+
+        def opener(module, args, output):
+            state["open"] = True
+
+        self.handles.append(after.register_forward_hook(opener))
+
+        def gated(module, args, kwargs, output):
+            if not state["open"]:
+                return None
+            state["open"] = False
+            return hook(module, args, kwargs, output)
+
+        return gated
 
     def remove(self) -> None:
         for h in self.handles:

@@ -290,6 +290,12 @@ class Model:
         layer = stop_at_layer + n if stop_at_layer < 0 else stop_at_layer
         if not 0 <= layer <= n:
             raise InputError(f"stop_at_layer={stop_at_layer} is out of range for a {n}-layer model.")
+        if layer == n and self.family.ln_embed:  # the final norm also runs before block 0: stop after the last block
+
+            def stop_after(mod, args, output):
+                raise _Stop(output[0] if isinstance(output, tuple) else output)
+
+            return self.blocks[-1].register_forward_hook(stop_after)
         module = self.blocks[layer] if layer < n else self.hf_model.get_submodule(self.family.ln_final)
 
         def stop(mod, args, kwargs):

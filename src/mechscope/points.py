@@ -59,17 +59,22 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     """All hook points, in forward order. In hybrids each block gets the groups it has (``Family.has_group``):
     attention points, ``hook_mixer_out``, MLP points; norms and ``hook_resid_mid`` exist where their modules do."""
     pts: dict[str, HookPoint] = {}
-    h, kv, dh, dv, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_head_v, cfg.d_model
+    d = cfg.d_model
 
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
-    def add_norm(prefix: str, module: nn.Module, layer: int | None) -> None:
+    def add_norm(prefix: str, module: nn.Module, layer: int | None, after: nn.Module | None = None) -> None:
         norm = Norm(module, centred=fam.norm_type == "LN", weight_offset=fam.norm_weight_offset)
-        add(f"{prefix}.hook_scale", NormScale(norm), layer, (B, P, 1))
-        add(f"{prefix}.hook_normalized", NormNormalized(norm), layer, (B, P, d))
-        add(f"{prefix}.hook_out", Whole("out", module), layer, (B, P, d))
+        sites = NormScale(norm), NormNormalized(norm), Whole("out", module)
+        for site in sites:  # a norm called more than once (nanochat's ln_final on the embeddings): see Site.after
+            site.after = after
+        add(f"{prefix}.hook_scale", sites[0], layer, (B, P, 1))
+        add(f"{prefix}.hook_normalized", sites[1], layer, (B, P, d))
+        add(f"{prefix}.hook_out", sites[2], layer, (B, P, d))
 
+    streams = getattr(hf_model.config, fam.resid_streams) if fam.resid_streams else None
+    resid = (B, P, streams, d) if streams else (B, P, d)  # hyper-connections: several residual streams
     embed = hf_model.get_submodule(fam.embed)
     add("hook_embed", Whole("out", embed), None, (B, P, d))
     if fam.pos_embed:
@@ -78,30 +83,40 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     def add_attention(fam: Family, b: str, block: nn.Module, l: int) -> None:
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
-        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
-        if fam.qkv_layout == "separate":  # k, v: absent in multi-head latent attention
+        # per-layer head geometry where a layer kind differs from the config's (Inkling's sliding layers); multi-head
+        # latent attention: query/key heads (qk_head_dim) are wider than value heads (v_head_dim)
+        h = getattr(attn_mod, "num_heads", None) or cfg.n_heads
+        dq = getattr(attn_mod, "qk_head_dim", None) or getattr(attn_mod, "head_dim", None) or cfg.d_head
+        dv = getattr(attn_mod, "v_head_dim", None) or getattr(attn_mod, "head_dim", None) or cfg.d_head_v
+        groups = getattr(attn_mod, "num_key_value_groups", None)
+        kv = h // groups if groups else cfg.n_kv_heads
+        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv, sinks=fam.sinks)
+        q = k = v = None
+        if fam.qkv_layout == "latent":
+            q = Heads("out", sub(fam.q), h, dq) if fam.q else None
+        elif fam.qkv_layout == "separate":  # k, v: absent in multi-head latent attention
             q, k, v = (Heads("out", sub(p), n, w) if has_module(block, p) else None
-                       for p, n, w in ((fam.q, h, dh), (fam.k, kv, dh), (fam.v, kv, dv)))
+                       for p, n, w in ((fam.q, h, dq), (fam.k, kv, dq), (fam.v, kv, dv)))
             if fam.q_gated:
-                q = Heads("out", sub(fam.q), h, dh, part=0, parts=2)
+                q = Heads("out", sub(fam.q), h, dq, part=0, parts=2)
         elif fam.qkv_layout == "split":
             fused = sub(fam.qkv)
-            q = Heads("out", fused, h, dh, 0, h * dh)
-            k = Heads("out", fused, kv, dh, h * dh, (h + kv) * dh)
-            v = Heads("out", fused, kv, dh, (h + kv) * dh, (h + 2 * kv) * dh)
+            q = Heads("out", fused, h, dq, 0, h * dq)
+            k = Heads("out", fused, kv, dq, h * dq, (h + kv) * dq)
+            v = Heads("out", fused, kv, dq, (h + kv) * dq, (h + 2 * kv) * dq)
         else:
             fused = sub(fam.qkv)
-            q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
-        for name, site, n, w in (("q", q, h, dh), ("k", k, kv, dh), ("v", v, kv, dv)):
+            q, k, v = (Heads("out", fused, h, dq, part=i) for i in range(3))
+        for name, site, n, w in (("q", q, h, dq), ("k", k, kv, dq), ("v", v, kv, dv)):
             if site is not None:
                 add(f"{b}.attn.hook_{name}", site, l, (B, P, n, w))
         if fam.rotary:
-            add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dh))
-            add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dh))
+            add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dq))
+            add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dq))
         add(f"{b}.attn.hook_attn_scores", AttnScores(attn_mod), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
-        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dv), l, (B, P, h, dv))
+        add(f"{b}.attn.hook_z", Heads("in", sub(fam.z or fam.o), h, dv), l, (B, P, h, dv))
         if use_attn_result:
             add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dv), l, (B, P, h, d))
         if has_module(block, fam.norms.get("ln1_post")):
@@ -111,11 +126,11 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
 
     base = fam
     for l, block in enumerate(blocks):
-        fam = base.at_layer(hf_model.config, l)
+        fam = base.at_layer(hf_model.config, l).for_block(block)
         b = f"blocks.{l}"
         sub = block.get_submodule
         has = partial(has_module, block)
-        add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
+        add(f"{b}.hook_resid_pre", Whole("in", block), l, resid)
         if has(fam.norms.get("ln1")):
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         if fam.has_group(hf_model.config, block, l, "attn"):
@@ -125,8 +140,12 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer_out or fam.mixer)), l, (B, P, d))
         if has(fam.resid_mid):
-            mid = ResidMid(sub(fam.resid_mid), block) if fam.resid_mid_reused else Whole("in", sub(fam.resid_mid))
-            add(f"{b}.hook_resid_mid", mid, l, (B, P, d))
+            mid = sub(fam.resid_mid)
+            if fam.resid_mid_at == "out":  # a module that computes the residual stream itself (Zaya)
+                site = Whole("out", mid)
+            else:
+                site = ResidMid(mid, block) if fam.resid_mid_reused else Whole("in", mid)
+            add(f"{b}.hook_resid_mid", site, l, resid)
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         if fam.has_group(hf_model.config, block, l, "mlp"):
@@ -141,13 +160,14 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             elif has(fam.mlp_in):
                 add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
             if has(fam.mlp_down):
-                add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
+                add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_post or fam.mlp_down)), l, (B, P, m))
             if has(fam.norms.get("ln2_post")):
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
             add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
-        add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
+        add(f"{b}.hook_resid_post", Whole("out", block), l, resid)
 
-    add_norm("ln_final", hf_model.get_submodule(base.ln_final), None)
+    fam = base
+    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None)
     return pts
 
 

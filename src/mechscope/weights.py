@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .families.base import has_module
+from .errors import UnsupportedModelError
 
 
 def _io(module: nn.Module) -> Tensor:
@@ -41,6 +42,12 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     """(W [d_model, n*d_head], b [n*d_head]) of q (0), k (1) or v (2) in one block."""
     fam, cfg = model.family, model.cfg
     h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    if fam.qkv_layout == "latent":
+        raise UnsupportedModelError(
+            f"{cfg.family} builds its queries, keys and values inside attention (multi-head latent attention expands "
+            "them from a shared latent; Zaya convolves them), so W_Q/W_K/W_V have no TransformerLens layout; read "
+            "the projection modules from model.hf_model directly, or the activations at hook_rot_q/hook_rot_k."
+        )
     if fam.qkv_layout == "separate":
         path = (fam.q, fam.k, fam.v)[which]
         if path is None:
@@ -64,6 +71,16 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     return (w.unflatten(1, (h, 3, dh))[:, :, which, :].flatten(1), b.unflatten(0, (h, 3, dh))[:, which, :].flatten())
 
 
+def _stack(model, ts: list[Tensor]) -> Tensor:
+    """Stack per-layer weights; layers of different head geometry (Inkling's sliding layers) cannot be stacked."""
+    if len({t.shape for t in ts}) > 1:
+        raise UnsupportedModelError(
+            f"{model.cfg.family}'s layers differ in head count or width, so its weights cannot be stacked over "
+            "layers; read them per layer from model.blocks[layer] (e.g. model.blocks[0].self_attn.q_proj.weight)."
+        )
+    return torch.stack(ts)
+
+
 def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
     """``W`` (layer, head, d_model, d_head) and ``b`` (layer, head, d_head) for q (0), k (1) or v (2)."""
     ws, bs = [], []
@@ -72,7 +89,7 @@ def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
         w, b = _qkv_parts(model, block, which)
         ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
         bs.append(b.unflatten(0, (-1, dh)))
-    return torch.stack(ws), torch.stack(bs)
+    return _stack(model, ws), _stack(model, bs)
 
 
 def o_weights(model) -> tuple[Tensor, Tensor]:
@@ -83,7 +100,7 @@ def o_weights(model) -> tuple[Tensor, Tensor]:
         w = _io(mod)
         ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head_v)))
         bs.append(_bias(mod, w.shape[1], w))
-    return torch.stack(ws), torch.stack(bs)
+    return _stack(model, ws), _stack(model, bs)
 
 
 def _mlp_blocks(model) -> list[nn.Module]:

@@ -52,6 +52,8 @@ def family_for(config) -> Family:
     if fam.moe:
         fam = replace(fam, mlp_gate=None, mlp_in=None, mlp_gate_up=None, mlp_down=None,
                       notes=(fam.notes + " Mixture-of-experts MLP: only hook_mlp_out exists.").strip())
+    if fam.qkv_layout == "latent" and getattr(config, "q_lora_rank", 0) is None:
+        fam = replace(fam, q="self_attn.q_proj")
     if model_type == "gpt_bigcode" and not getattr(config, "multi_query", True):
         fam = replace(fam, qkv_layout="interleaved")
     if fam.is_parallel(config) and fam.resid_mid is not None:

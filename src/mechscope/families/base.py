@@ -18,7 +18,7 @@ from typing import Literal
 from torch import nn
 
 
-QKVLayout = Literal["separate", "split", "interleaved"]
+QKVLayout = Literal["separate", "split", "interleaved", "latent"]
 """How q, k and v come out of the projection(s).
 
 - ``separate``: three modules (``q``, ``k``, ``v``), each ``[..., heads * d_head]``.
@@ -26,6 +26,12 @@ QKVLayout = Literal["separate", "split", "interleaved"]
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
 - ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
   (GPT-NeoX and Persimmon ``query_key_value``).
+- ``latent``: queries, keys and values are built inside attention, not per head by one projection each.
+  With ``q`` None none of them exists outside attention (Zaya's convolutional CCA: read them at ``hook_rot_q``,
+  ``hook_rot_k`` and the pattern). Otherwise multi-head latent attention (DeepSeek-V2-style MLA): ``q`` is the query up-projection
+  (``[..., heads * qk_head_dim]``; ``q_proj`` when the config has no query LoRA); keys and values are expanded from
+  the cached latent inside attention and never exist per new position, so there is no ``hook_k``/``hook_v``: read
+  keys at ``hook_rot_k``. Query/key heads are ``qk_head_dim`` wide, value heads (``hook_z``) ``v_head_dim``.
 """
 
 
@@ -50,6 +56,9 @@ class Family:
     """The ``ModuleList`` of decoder blocks."""
     ln_final: str = "model.norm"
     """Final norm before the unembedding."""
+    ln_embed: bool = False
+    """The final-norm module is also applied to the embeddings before block 0 (nanochat): the ``ln_final`` points
+    and ``stop_at_layer=n_layers`` then refer to its call after the last block."""
     unembed: str = "lm_head"
     """Unembedding (``W_U``)."""
 
@@ -68,7 +77,10 @@ class Family:
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"
-    """Output projection; its input is ``hook_z``."""
+    """Output projection; its input is ``hook_z`` unless ``z`` names another module."""
+    z: str | None = None
+    """Module whose input is ``hook_z`` when a norm sits between the weighted values and ``o`` (BitNet's
+    ``attn_sub_norm``); None: ``o``."""
 
     norms: dict[str, str] = field(default_factory=lambda: {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"})
     """Canonical norm name (``ln1``, ``ln2``, ``ln1_post``, ``ln2_post``) → module path in a block."""
@@ -94,6 +106,13 @@ class Family:
     """Pre-norm blocks add the ``resid_mid`` tensor itself to the MLP output, so a replacement there is also applied
     to the block's output (``hooks.ResidMid``). False where the residual continues from the norm's output instead
     (MiniMax's post-norm blocks), so replacing the norm's input already reaches both."""
+    resid_mid_at: Literal["in", "out"] = "in"
+    """``in``: ``hook_resid_mid`` is the first input of ``resid_mid`` (HF keeps its own reference for the residual add,
+    so a replacement is also added to the block's output); ``out``: it is the output of ``resid_mid``, a module that
+    computes the residual stream itself (Zaya's ``post_attention_residual_scale``)."""
+    resid_streams: str | None = None
+    """Config attribute giving the number of parallel residual streams (hyper-connections, HY-V4): the residual
+    points are then ``[batch, pos, stream, d_model]``; None: one stream, ``[batch, pos, d_model]``."""
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 
@@ -104,12 +123,21 @@ class Family:
     mlp_gate_up: str | None = None
     """Fused ``[gate | up]`` projection (Phi-3)."""
     mlp_down: str | None = "mlp.down_proj"
-    """Output projection; its input is ``hook_post``."""
+    """Output projection; its input is ``hook_post`` unless ``mlp_post`` names another module."""
+    mlp_post: str | None = None
+    """Module whose input is ``hook_post`` when a norm sits between the hidden activation and ``mlp_down`` (BitNet's
+    ``ffn_sub_norm``); None: ``mlp_down``."""
 
     attention: Literal["registry", "gptj"] = "registry"
     """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
     softmax: Literal["float32", "native"] = "float32"
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
+    sinks: Literal["column", "column_fp32", "output_scale"] | None = None
+    """How learned per-head attention sinks (``attn.sinks``) enter the eager attention: ``column``, an extra softmax
+    logit after subtracting the row max, dropped from the pattern (GPT-OSS; also assumed when the module has sinks and
+    this is None); ``column_fp32``, scores computed in float32 and the sink column softmaxed without the max
+    subtraction (Flint); ``output_scale``, a plain softmax pattern whose output z is scaled by
+    ``sigmoid(logsumexp(scores) - sink)`` (Granite-SWA)."""
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
     mixer: str | None = None
@@ -125,8 +153,16 @@ class Family:
     exactly where its modules do (``has_group``), which already tells Jamba's ``self_attn`` and ``mamba`` apart."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
+    block_overrides: dict[str, dict] = field(default_factory=dict)
+    """Decoder-block class name → fields that differ in blocks of that class, for models that mix block kinds with
+    different module names (Inkling2's full-attention blocks normalize q, k and v inputs separately)."""
     notes: str = ""
     """Family-specific semantics shown by ``mechscope info``."""
+
+    def for_block(self, block) -> Family:
+        """This entry with ``block_overrides`` for the block's class applied."""
+        over = self.block_overrides.get(type(block).__name__)
+        return replace(self, **over) if over else self
 
     def is_parallel(self, config) -> bool:
         if isinstance(self.parallel, str):
