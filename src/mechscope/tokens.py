@@ -129,8 +129,8 @@ def _bad_input(input) -> InputError:
         odd = next(t for t in input if not isinstance(t, str))
         if all(isinstance(t, int) for t in input) or all(isinstance(t, (list, tuple)) for t in input):
             return InputTypeError(
-                f"a {type(input).__name__} of token ids is ambiguous (one sequence or a batch?); pass "
-                "torch.tensor(ids) with shape (pos,) or (batch, pos)."
+                f"the input is a {type(input).__name__} of token ids, but a list must hold strings (one prompt each); "
+                "pass ids as a tensor, torch.tensor(ids), of shape (pos,) or (batch, pos)."
             )
         return InputTypeError(
             f"the input list holds {type_name(odd)}; a list must hold only strings (one prompt each)."
