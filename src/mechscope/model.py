@@ -48,6 +48,7 @@ class Model:
         self.default_padding_side: Literal["left", "right"] = "right"
         self._takes_position_ids = "position_ids" in inspect.signature(hf_model.forward).parameters
         self._hf_kwargs = _forward_kwargs(hf_model)
+        self._embed = hf_model.get_submodule(self.family.embed)  # resize_token_embeddings resizes it in place
         self._attn_users = 0
         self._attn_saved: str | None = None
         self._persistent: list[Attachment] = []
@@ -266,7 +267,7 @@ class Model:
 
     def _n_ids(self) -> int:
         """Rows of the token embedding: the ids the model can read (read each call: embeddings can be resized)."""
-        return self.hf_model.get_submodule(self.family.embed).weight.shape[0]
+        return self._embed.weight.shape[0]
 
     def _tokenizer(self, what: str):
         if self.tokenizer is None:
