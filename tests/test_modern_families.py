@@ -52,7 +52,7 @@ def test_latent_attention_has_no_per_head_kv_projections(key):
     with pytest.raises(UnsupportedModelError, match="inside attention"):
         m.W_K
     _, cache = m.run_with_cache(IDS, names_filter=lambda n: n.startswith("blocks.0.attn"))
-    assert cache["z", 0].shape[-1] == m.cfg.d_head and cache["z", 0].shape[-2] == m.cfg.n_heads
+    assert cache["z", 0].shape[-1] == m.cfg.d_head_v and cache["z", 0].shape[-2] == m.cfg.n_heads
 
 
 def test_mla_head_widths():
@@ -61,7 +61,7 @@ def test_mla_head_widths():
     _, cache = m.run_with_cache(IDS, names_filter=lambda n: n.startswith("blocks.0.attn"))
     qk = c.qk_nope_head_dim + c.qk_rope_head_dim
     assert cache["q", 0].shape[-1] == qk and cache["rot_k", 0].shape[-1] == qk
-    assert m.cfg.d_head == c.v_head_dim and m.W_O.shape[-2] == c.v_head_dim
+    assert m.cfg.d_head == qk and m.cfg.d_head_v == c.v_head_dim and m.W_O.shape[-2] == c.v_head_dim
 
 
 def test_hyper_connection_streams():

@@ -8,8 +8,8 @@
 
 from .cache import ActivationCache, act_name
 from .config import ModelConfig
-from .errors import (HookNameError, HookReturnError, InputError, MechscopeError, ModelLoadError,
-                     UnsupportedModelError)
+from .errors import (CacheKeyError, HookError, HookFunctionError, HookNameError, HookReturnError, InputError,
+                     InputTypeError, MechscopeError, ModelLoadError, TokenIdError, UnsupportedModelError)
 from .hooks import HookPoint
 from .loading import load
 from .model import Model, lm_loss
@@ -17,6 +17,7 @@ from .model import Model, lm_loss
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationCache", "HookNameError", "HookPoint", "HookReturnError", "InputError", "MechscopeError", "Model",
-    "ModelConfig", "ModelLoadError", "UnsupportedModelError", "act_name", "lm_loss", "load",
+    "ActivationCache", "CacheKeyError", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
+    "HookReturnError", "InputError", "InputTypeError", "MechscopeError", "Model", "ModelConfig", "ModelLoadError",
+    "TokenIdError", "UnsupportedModelError", "act_name", "lm_loss", "load",
 ]

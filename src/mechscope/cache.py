@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor
 
-from .errors import InputError, unknown_hook
+from .errors import CacheKeyError, HookNameError, InputError, InputTypeError, closest, type_name
 
 _SHORT = {
     "embed": "hook_embed", "pos_embed": "hook_pos_embed",
@@ -21,25 +21,37 @@ _SHORT = {
 }
 
 
+_LAYER_TYPES = ("ln1", "ln2", "ln1_post", "ln2_post")
+
+
 def act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
     """Full hook name from TransformerLens-style shorthand: ``act_name("pattern", 4)`` → ``blocks.4.attn.hook_pattern``.
 
     ``scale``/``normalized`` take ``layer_type`` (``ln1``, ``ln2``, ``ln1_post``, ``ln2_post``); with no layer they
     refer to ``ln_final``. A ``_grad`` suffix (``resid_post_grad``) names the gradient."""
+    if not isinstance(name, str):
+        raise InputTypeError(f"a shorthand is a str such as 'resid_post', got {type_name(name)}.")
     grad = name.endswith("_grad")
     base = name[:-5] if grad else name
     if base not in _SHORT:
-        raise InputError(f"unknown shorthand {name!r}; use one of {', '.join(sorted(_SHORT))}, or a full hook name.")
+        hint = closest(base, _SHORT, n=1)
+        raise CacheKeyError(f"unknown shorthand {name!r}{f'; did you mean {hint[0]!r}?' if hint else ''} Use one of "
+                            f"{', '.join(sorted(_SHORT))} (with '_grad' for gradients), or a full hook name.")
+    if layer is not None and (isinstance(layer, bool) or not hasattr(layer, "__index__")):
+        raise CacheKeyError(f"the layer in ({name!r}, {layer!r}) must be an int block index, got {type_name(layer)}.")
+    if layer_type is not None and layer_type not in _LAYER_TYPES:
+        raise CacheKeyError(f"the norm in ({name!r}, {layer!r}, {layer_type!r}) must be one of "
+                            f"{', '.join(_LAYER_TYPES)}.")
     suffix = _SHORT[base]
     if base in ("scale", "normalized"):
-        prefix = "ln_final" if layer is None else f"blocks.{layer}.{layer_type or 'ln1'}"
+        prefix = "ln_final" if layer is None else f"blocks.{int(layer)}.{layer_type or 'ln1'}"
         full = f"{prefix}.{suffix}"
     elif base in ("embed", "pos_embed"):
         full = suffix
     else:
         if layer is None:
-            raise InputError(f"shorthand {name!r} needs a layer: cache[{name!r}, 3].")
-        full = f"blocks.{layer}.{suffix}"
+            raise CacheKeyError(f"shorthand {name!r} needs a layer: cache[{name!r}, 3].")
+        full = f"blocks.{int(layer)}.{suffix}"
     return full + ("_grad" if grad else "")
 
 
@@ -61,19 +73,39 @@ class ActivationCache(Mapping[str, Tensor]):
             if key in self._store or (key.removesuffix("_grad") not in _SHORT):
                 return key
             return act_name(key)  # "embed", "pos_embed", "normalized" (ln_final) need no layer
-        if isinstance(key, tuple) and key and isinstance(key[0], str):
+        if isinstance(key, tuple) and 1 <= len(key) <= 3 and isinstance(key[0], str):
             name, layer, *rest = (*key, None) if len(key) == 1 else key
-            if isinstance(layer, int) and layer < 0 and self.n_layers is not None:
-                layer += self.n_layers
-            return act_name(name, layer, rest[0] if rest else None)
-        raise InputError(f"index the cache with a hook name or (shorthand, layer), not {key!r}.")
+            full = act_name(name, layer, rest[0] if rest else None)  # checks the layer's type
+            n = self.n_layers
+            if layer is not None and n is not None:
+                if not -n <= layer < n:
+                    raise CacheKeyError(f"layer {layer} in {key!r} is out of range for a {n}-layer model; use 0 to "
+                                        f"{n - 1}, or -{n} to -1 counting from the end.")
+                if layer < 0:
+                    full = act_name(name, layer + n, rest[0] if rest else None)
+            return full
+        raise CacheKeyError(f"index the cache with a hook name or (shorthand, layer[, norm]), such as "
+                            f"cache['blocks.0.hook_resid_post'] or cache['resid_post', 0], not {key!r}.")
 
     def __getitem__(self, key) -> Tensor:
         name = self._resolve(key)
         try:
             return self._store[name]
         except KeyError:
-            raise unknown_hook(name, self._store) from None
+            raise self._missing(name) from None
+
+    def _missing(self, name: str) -> HookNameError:
+        """Why ``name`` is not here: no gradients were recorded, or names_filter did not select it."""
+        if name.endswith("_grad") and not any(k.endswith("_grad") for k in self._store):
+            return HookNameError(f"{name!r} is a gradient, and this cache holds none; run "
+                                 "model.run_with_cache(..., incl_bwd=True) to record gradients as '<name>_grad'.")
+        hint = closest(name, self._store)
+        did_you_mean = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else "."
+        n = f"{len(self)} tensor{'s' * (len(self) != 1)}"
+        return HookNameError(
+            f"{name!r} is not in this cache, which holds the {n} that names_filter selected (and their '_grad' "
+            f"with incl_bwd=True); add it to names_filter, or check the name against model.hook_names(){did_you_mean}"
+        )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._store)
@@ -94,6 +126,10 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def to(self, device: str | torch.device) -> ActivationCache:
         """A copy with every tensor moved to ``device``."""
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise InputError(f"cannot move the cache to {device!r}: {e}; pass a device such as 'cpu' or 'cuda:0'.") from e
         return ActivationCache({k: v.to(device) for k, v in self._store.items()}, self.n_layers, self.has_batch_dim)
 
     def remove_batch_dim(self) -> ActivationCache:
@@ -102,7 +138,8 @@ class ActivationCache(Mapping[str, Tensor]):
             return self
         sizes = {v.shape[0] for v in self._store.values()}
         if sizes - {1}:
-            raise InputError(f"remove_batch_dim needs a batch of one, but the cached batch size is {sorted(sizes)}.")
+            raise InputError(f"remove_batch_dim needs a batch of one, but the cached batch size is "
+                             f"{sorted(sizes)[-1]}; run one sequence (tokens[:1]) or index the batch yourself.")
         return ActivationCache({k: v[0] for k, v in self._store.items()}, self.n_layers, has_batch_dim=False)
 
     def __repr__(self) -> str:

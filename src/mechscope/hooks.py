@@ -11,6 +11,9 @@ Hook functions have TransformerLens's signature ``fn(activation, hook) -> Tensor
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -21,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .devices import parameter
-from .errors import HookReturnError
+from .errors import HookError, HookFunctionError, HookReturnError, InputTypeError, MechscopeError, type_name
 
 HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 
@@ -45,7 +48,8 @@ class HookPoint:
     def fire(self, x: Tensor) -> Tensor:
         """Run the hooks attached to a point added with ``Model.add_point``; returns the (maybe replaced) tensor."""
         if not isinstance(self.site, Virtual):
-            raise TypeError(f"{self.name!r} belongs to the model; only points added with add_point are fired by hand.")
+            raise InputTypeError(f"{self.name!r} belongs to the model and fires itself during the forward; only points "
+                                 "added with model.add_point are fired by hand.")
         return self.site.fire(x)
 
     def __repr__(self) -> str:
@@ -404,12 +408,91 @@ def _check(new: Any, old: Tensor, point: HookPoint, what: str = "activation") ->
             f"hook on {point.name!r} returned shape {tuple(new.shape)} {new.dtype}, but the {what} is "
             f"{tuple(old.shape)} {old.dtype}; return a tensor of the same shape and dtype."
         )
-    return new if new.device == old.device else new.to(old.device)
+    if new.device == old.device:
+        return new
+    if new.device.type == "meta":
+        raise HookReturnError(
+            f"hook on {point.name!r} returned a tensor on meta, which holds no data; return a real tensor (it is "
+            f"moved to the {what}'s device, {old.device}, if it lives elsewhere)."
+        )
+    return new.to(old.device)  # a model split across devices: patches may come from a cache on another device
+
+
+# ------------------------------------------------------------------------------ hook-function errors
+_SIGNATURE = "fn(activation, hook) -> Tensor | None"
+
+
+def fn_name(fn) -> str:
+    """How a hook function is named in messages: its qualified name, or its repr for partials and objects."""
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else repr(fn)[:80]
+
+
+def _code_accepts_two(f: types.FunctionType, bound_pos: int = 0, bound_kw=()) -> bool:
+    """Whether ``f`` still accepts two positional arguments after ``bound_pos`` leading positionals and the
+    keywords ``bound_kw`` were bound (a bound method or a ``functools.partial``). Read from the code object:
+    ``inspect.signature`` costs tens of µs, which would be paid on every ``run_with_hooks`` call."""
+    code = f.__code__
+    params = code.co_varnames[:code.co_argcount]
+    defaulted = set(params[len(params) - len(f.__defaults__ or ()):])
+    rest = [p for p in params[bound_pos:] if p not in bound_kw]
+    required = [p for p in rest if p not in defaulted]
+    kwonly = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
+    kw_required = [k for k in kwonly if k not in (f.__kwdefaults__ or {}) and k not in bound_kw]
+    varargs = bool(code.co_flags & inspect.CO_VARARGS)
+    return not kw_required and len(required) <= 2 and (varargs or len(rest) >= 2)
+
+
+def check_hook_fn(fn, where: str) -> None:
+    """Refuse, at attach time, a hook function that cannot be called as ``fn(activation, hook)``.
+
+    Plain functions, lambdas, bound methods, callable objects and ``functools.partial`` of those are checked
+    from their code objects (about a µs); builtins are left to the call, where ``hook_failure`` names them."""
+    if not callable(fn):
+        raise HookFunctionError(f"the hook for {where} is {type_name(fn)}, not a function; pass {_SIGNATURE}.")
+    f, bound_pos, bound_kw = fn, 0, ()
+    if isinstance(f, functools.partial):
+        f, bound_pos, bound_kw = f.func, len(f.args), tuple(f.keywords)
+    if not isinstance(f, (types.FunctionType, types.MethodType)) and isinstance(
+            getattr(type(f), "__call__", None), types.FunctionType):
+        f = f.__call__  # a callable object: check its __call__ as a bound method
+    if isinstance(f, types.MethodType):
+        f, bound_pos = f.__func__, bound_pos + 1
+    if isinstance(f, types.FunctionType) and not _code_accepts_two(f, bound_pos, bound_kw):
+        raise HookFunctionError(
+            f"the hook function {fn_name(fn)} for {where} takes {inspect.signature(fn)}, but hooks are called with "
+            f"two arguments, {_SIGNATURE}; define it as def fn(activation, hook) (functools.partial binds extra "
+            "arguments)."
+        )
+
+
+def hook_failure(entry: Entry, exc: Exception) -> MechscopeError:
+    """The error to raise, chained ``from exc``, when calling a hook function raised ``exc``.
+
+    A ``TypeError`` whose traceback never entered the function is a call that did not fit its signature; any other
+    exception came from the function's body and is reported with the hook point it ran on."""
+    name, point = fn_name(entry.fn), entry.point.name
+    what = "gradient" if entry.backward else "activation"
+    if isinstance(exc, TypeError) and (exc.__traceback__ is None or exc.__traceback__.tb_next is None):
+        return HookFunctionError(
+            f"the hook function {name} on {point!r} cannot be called as {_SIGNATURE} (with the {what} and the "
+            f"HookPoint): {exc}; define it as def fn({what}, hook)."
+        )
+    return HookError(
+        f"the hook function {name} on {point!r} raised {type(exc).__name__}: {exc} (its traceback is chained "
+        "above); fix the function: the model is unchanged and the hooks attached for this call are removed.",
+        point, exc,
+    )
 
 
 def _grad_hook(entry: Entry):
     def hook(grad: Tensor):
-        new = entry.fn(grad, entry.point)
+        try:
+            new = entry.fn(grad, entry.point)
+        except MechscopeError:
+            raise
+        except Exception as exc:
+            raise hook_failure(entry, exc) from exc
         if new is None:
             return None
         if not entry.site.grad_writable:
@@ -433,7 +516,12 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
                 raw, changed = routed, True
             continue
         act = e.site.read(raw, ctx)
-        new = e.fn(act, e.point)
+        try:
+            new = e.fn(act, e.point)
+        except MechscopeError:
+            raise
+        except Exception as exc:
+            raise hook_failure(e, exc) from exc
         if new is None or new is act:
             continue
         if not e.site.writable:
@@ -458,7 +546,11 @@ def _out_hook(entries: list[Entry]):
 
 
 def _in_hook(entries: list[Entry]):
+    mids = {e.site for e in entries if isinstance(e.site, ResidMid)}
+
     def hook(module, args, kwargs):
+        for site in mids:  # a forward that raised between a resid_mid write and its fix-up left a stale delta
+            site.delta = None
         raw = args[0] if args else kwargs["hidden_states"]
         raw, changed = run_entries(entries, raw, Call(args, kwargs))
         if not changed:
