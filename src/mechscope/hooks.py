@@ -56,6 +56,8 @@ class Site:
 
     anchor: tuple
     writable = True
+    shape_from: nn.Module | None = None
+    """A module whose input's leading (batch, pos) shape this site needs; see ``Routed``."""
     in_graph = True
     """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
 
@@ -113,6 +115,41 @@ class Chunk(Site):
 
     def write(self, raw, new, old, ctx):
         return torch.cat([raw[..., :self.lo], new, raw[..., self.hi:]], dim=-1)
+
+
+class HeadSlice(Site):
+    """``[..., n * w]`` seen as ``[..., n, w]`` and sliced ``lo:hi`` within each head: one part of a projection
+    whose heads each hold several parts (MLA's key/value up-projection, ``[k_nope | v]`` per head)."""
+
+    def __init__(self, where: str, module: nn.Module, n: int, lo: int, hi: int):
+        self.anchor = (where, module)
+        self.n, self.lo, self.hi = n, lo, hi
+
+    def read(self, raw, ctx):
+        return raw.unflatten(-1, (self.n, -1))[..., self.lo:self.hi]
+
+    def write(self, raw, new, old, ctx):
+        out = raw.clone()
+        out.unflatten(-1, (self.n, -1))[..., self.lo:self.hi] = new
+        return out
+
+
+class Routed(Site):
+    """A mixture-of-experts routing tensor, ``[tokens, x]`` in HF (tokens = batch * pos, flattened by the MoE
+    block), shown as ``[batch, pos, x]``. ``arg`` None: the output (first element) of ``module`` (the router's
+    logits); an int: that positional input of ``module`` (the experts' indices and weights). The batch and
+    position sizes are read from the block's input by a pre-hook that ``Attachment`` adds (``shape_from``)."""
+
+    def __init__(self, module: nn.Module, block: nn.Module, arg: int | None = None):
+        self.anchor = ("out", module) if arg is None else ("arg", module, arg)
+        self.shape_from = block
+        self.lead: tuple[int, ...] = ()
+
+    def read(self, raw, ctx):
+        return raw.reshape(*self.lead, raw.shape[-1])
+
+    def write(self, raw, new, old, ctx):
+        return new.reshape(raw.shape)
 
 
 class AttnInternal(Site):
@@ -281,6 +318,25 @@ def _in_hook(entries: list[Entry]):
     return hook
 
 
+def _arg_hook(entries: list[Entry], index: int):
+    def hook(module, args, kwargs):
+        raw, changed = run_entries(entries, args[index], (args, kwargs))
+        if not changed:
+            return None
+        return (*args[:index], raw, *args[index + 1:]), kwargs
+
+    return hook
+
+
+def _record_lead(sites: list[Site]):
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        for s in sites:
+            s.lead = tuple(x.shape[:-1])
+
+    return hook
+
+
 def _resid_mid_fixup(sites: list[ResidMid]):
     def hook(module, args, output):
         delta = None
@@ -316,6 +372,8 @@ class Attachment:
                 kind, module = anchor[0], anchor[1]
                 if kind == "out":
                     self.handles.append(module.register_forward_hook(_out_hook(group), with_kwargs=True))
+                elif kind == "arg":
+                    self.handles.append(module.register_forward_pre_hook(_arg_hook(group, anchor[2]), with_kwargs=True))
                 elif kind == "virtual":
                     module.entries.extend(group)
                     self.virtual.extend((module, e) for e in group)
@@ -332,6 +390,12 @@ class Attachment:
                     for e in group:
                         lst.append(e)
                         self.attn_entries.append((state, anchor[2], e))
+            leads: dict[nn.Module, list[Site]] = defaultdict(list)
+            for e in self.entries:
+                if e.site.shape_from is not None and e.site not in leads[e.site.shape_from]:
+                    leads[e.site.shape_from].append(e.site)
+            for module, sites in leads.items():  # the block is entered before its submodules
+                self.handles.append(module.register_forward_pre_hook(_record_lead(sites), with_kwargs=True))
             for block, sites in mids.items():
                 self.handles.append(block.register_forward_hook(_resid_mid_fixup(sites)))
             if self.attn_entries:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from . import attention
-from .config import ModelConfig
+from .config import ModelConfig, has_path, resolve
 from .families import Family
-from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Whole
+from .hooks import (AttnInternal, Chunk, HeadResult, Heads, HeadSlice, HookPoint, NormScale, ResidMid, Routed, Site,
+                    Whole)
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -37,6 +38,9 @@ DOCS = {
     "mlp.hook_pre_linear": "gated MLPs: the linear (up) projection",
     "mlp.hook_post": "MLP hidden activation (input of the output projection)",
     "hook_mlp_out": "what the MLP adds to the residual",
+    "mlp.hook_router_logits": "MoE router's logits over all routed experts, as the router returns them",
+    "mlp.hook_expert_indices": "MoE: the experts chosen for each token (what the experts module receives)",
+    "mlp.hook_expert_weights": "MoE: the weight of each chosen expert (what the experts module receives)",
 }
 
 
@@ -51,7 +55,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                  use_attn_result: bool) -> dict[str, HookPoint]:
     """All hook points, in forward order."""
     pts: dict[str, HookPoint] = {}
-    h, kv, dh, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
+    h, kv, dh, dv, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_head_v, cfg.d_model
+    n_exp, top_k = cfg.n_experts, cfg.experts_per_token
 
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
@@ -66,14 +71,23 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
 
     for l, block in enumerate(blocks):
         b = f"blocks.{l}"
-        sub = block.get_submodule
+        def sub(path: str) -> nn.Module:
+            return resolve(block, path)
+
         attn_mod = sub(fam.attn)
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
         add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
         if "ln1" in fam.norms:
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
+        k_axis = P
         if fam.qkv_layout == "separate":
-            q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
+            q, k, v = (Heads("out", sub(p), n, w) for p, n, w in ((fam.q, h, dh), (fam.k, kv, dh), (fam.v, kv, dv)))
+        elif fam.qkv_layout == "latent":  # per head [k_nope | v] from the latent's up-projection; see QKVLayout
+            kv_up = sub(fam.qkv)
+            nope = kv_up.weight.shape[0] // kv - dv
+            q = Heads("out", sub(fam.q), h, dh)
+            k, v = HeadSlice("out", kv_up, kv, 0, nope), HeadSlice("out", kv_up, kv, nope, nope + dv)
+            k_axis = K
         elif fam.qkv_layout == "split":
             fused = sub(fam.qkv)
             q = Heads("out", fused, h, dh, 0, h * dh)
@@ -83,17 +97,17 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             fused = sub(fam.qkv)
             q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
         add(f"{b}.attn.hook_q", q, l, (B, P, h, dh))
-        add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
-        add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
+        add(f"{b}.attn.hook_k", k, l, (B, k_axis, kv, dh if k_axis == P else nope))
+        add(f"{b}.attn.hook_v", v, l, (B, k_axis, kv, dv))
         if fam.rotary:
             add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dh))
             add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dh))
         add(f"{b}.attn.hook_attn_scores", AttnInternal(attn_mod, "attn_scores"), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
-        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dh), l, (B, P, h, dh))
+        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dv), l, (B, P, h, dv))
         if use_attn_result:
-            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dh), l, (B, P, h, d))
+            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dv), l, (B, P, h, d))
         if "ln1_post" in fam.norms:
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
@@ -102,7 +116,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if "ln2" in fam.norms:
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         m = cfg.d_mlp
-        if fam.mlp_gate_up:
+        dense = not fam.moe or all(has_path(block, p) for p in (fam.mlp_gate, fam.mlp_in, fam.mlp_gate_up, fam.mlp_down) if p)
+        if not dense:
+            pass  # a mixture-of-experts block: no single hidden activation
+        elif fam.mlp_gate_up:
             gate_up = sub(fam.mlp_gate_up)
             add(f"{b}.mlp.hook_pre", Chunk("out", gate_up, 0, m), l, (B, P, m))
             add(f"{b}.mlp.hook_pre_linear", Chunk("out", gate_up, m, 2 * m), l, (B, P, m))
@@ -111,8 +128,13 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add(f"{b}.mlp.hook_pre_linear", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
         elif fam.mlp_in:
             add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
-        if fam.mlp_down:
+        if fam.mlp_down and dense:
             add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
+        if has_path(block, fam.router):
+            add(f"{b}.mlp.hook_router_logits", Routed(sub(fam.router), block), l, (B, P, n_exp))
+        if has_path(block, fam.experts):
+            add(f"{b}.mlp.hook_expert_indices", Routed(sub(fam.experts), block, 1), l, (B, P, top_k))
+            add(f"{b}.mlp.hook_expert_weights", Routed(sub(fam.experts), block, 2), l, (B, P, top_k))
         if "ln2_post" in fam.norms:
             add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .config import has_path, resolve
+
 
 def _io(module: nn.Module) -> Tensor:
     """Weight as ``[in, out]`` for ``nn.Linear`` (stored ``[out, in]``) and GPT-2's ``Conv1D`` (stored ``[in, out]``)."""
@@ -27,8 +29,14 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     """(W [d_model, n*d_head], b [n*d_head]) of q (0), k (1) or v (2) in one block."""
     fam, cfg = model.family, model.cfg
     h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    if fam.qkv_layout == "latent":
+        raise AttributeError(
+            f"{cfg.family} uses Multi-head Latent Attention: queries, keys and values are low-rank projections "
+            "through a normed latent, so there is no d_model → d_head matrix per head to return as W_Q/W_K/W_V; read "
+            "the projections from model.hf_model (q_a_proj/q_b_proj, kv_a_proj_with_mqa/kv_b_proj) instead."
+        )
     if fam.qkv_layout == "separate":
-        mod = block.get_submodule((fam.q, fam.k, fam.v)[which])
+        mod = resolve(block, (fam.q, fam.k, fam.v)[which])
         w = _io(mod)
         return w, _bias(mod, w.shape[1], w)
     mod = block.get_submodule(fam.qkv)
@@ -44,7 +52,7 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
 def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
     """``W`` (layer, head, d_model, d_head) and ``b`` (layer, head, d_head) for q (0), k (1) or v (2)."""
     ws, bs = [], []
-    dh = model.cfg.d_head
+    dh = model.cfg.d_head_v if which == 2 else model.cfg.d_head
     for block in model.blocks:
         w, b = _qkv_parts(model, block, which)
         ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
@@ -58,9 +66,18 @@ def o_weights(model) -> tuple[Tensor, Tensor]:
     for block in model.blocks:
         mod = block.get_submodule(model.family.o)
         w = _io(mod)
-        ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head)))
+        ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head_v)))
         bs.append(_bias(mod, w.shape[1], w))
     return torch.stack(ws), torch.stack(bs)
+
+
+def _check_dense(model) -> None:
+    moe = [l for l, block in enumerate(model.blocks) if not has_path(block, model.family.mlp_down)]
+    if moe:
+        raise AttributeError(
+            f"{model.cfg.family} has mixture-of-experts MLPs in layers {moe}, which have no single W_in/W_gate/W_out "
+            "to stack; read the experts' weights from model.hf_model (e.g. model.blocks[l].mlp.experts)."
+        )
 
 
 def mlp_weight(model, which: str) -> Tensor | None:
@@ -68,6 +85,7 @@ def mlp_weight(model, which: str) -> Tensor | None:
     fam, m = model.family, model.cfg.d_mlp
     if fam.mlp_down is None:
         return None
+    _check_dense(model)
     out = []
     for block in model.blocks:
         if which == "out":
@@ -89,6 +107,7 @@ def mlp_bias(model, which: str) -> Tensor | None:
     path = fam.mlp_down if which == "out" else (fam.mlp_in or fam.mlp_gate_up)
     if path is None or fam.mlp_down is None:
         return None
+    _check_dense(model)
     bs = []
     for block in model.blocks:
         mod = block.get_submodule(path)

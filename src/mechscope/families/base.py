@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
-QKVLayout = Literal["separate", "split", "interleaved"]
+QKVLayout = Literal["separate", "split", "interleaved", "latent"]
 """How q, k and v come out of the projection(s).
 
 - ``separate``: three modules (``q``, ``k``, ``v``), each ``[..., heads * d_head]``.
@@ -24,6 +24,12 @@ QKVLayout = Literal["separate", "split", "interleaved"]
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
 - ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
   (GPT-NeoX and Persimmon ``query_key_value``).
+- ``latent``: Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4.7-Flash). ``q`` is the query
+  (up-)projection, ``[..., heads * d_head]`` with each head ``[non-rotary | rotary]``; ``qkv`` is the key/value
+  up-projection of the compressed latent, ``[..., heads * (d_head_nope + d_head_v)]`` with each head
+  ``[key's non-rotary part | value]``. The key's rotary part is one head shared by all heads, projected
+  separately; it exists per head only inside attention (``hook_rot_k``). The up-projection runs on the cached
+  latents, so ``hook_k``/``hook_v`` span the key positions (``k_pos``), cached ones included.
 """
 
 
@@ -56,6 +62,8 @@ class Family:
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
+    """Query projection (``separate``/``latent``). Any path may list alternatives, ``"a|b"``: the first that exists
+    is used (DeepSeek's low-rank ``q_b_proj`` or, when ``q_lora_rank`` is None, the full ``q_proj``)."""
     k: str = "self_attn.k_proj"
     v: str = "self_attn.v_proj"
     qkv: str | None = None
@@ -95,7 +103,14 @@ class Family:
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
     moe: bool = False
-    """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
+    """Mixture-of-experts MLP: no single hidden activation, so ``hook_mlp_out`` (and the router points) replace
+    ``hook_pre``/``hook_post`` in its MoE blocks; blocks with a dense MLP (DeepSeek's first layers) keep them."""
+    router: str | None = None
+    """MoE router module in a block. Its output (first element of a tuple) is the router logits,
+    ``[tokens, n_experts]``: ``mlp.hook_router_logits``. Blocks without this module have no router points."""
+    experts: str | None = None
+    """MoE experts module, called ``experts(hidden, expert_indices, expert_weights)`` (transformers' common MoE
+    interface): its second and third inputs are ``mlp.hook_expert_indices`` and ``mlp.hook_expert_weights``."""
     notes: str = ""
     """Family-specific semantics shown by ``mechscope info``."""
 
@@ -119,6 +134,8 @@ POST_NORM_GEMMA = {
 }
 POST_NORM_ONLY = {"ln1_post": "post_attention_layernorm", "ln2_post": "post_feedforward_layernorm"}
 PLAIN_MLP = dict(mlp_gate=None, mlp_in="mlp.up_proj")
+MOE = dict(moe=True, router="mlp.gate", experts="mlp.experts")
+"""transformers' common MoE block: ``mlp.gate`` returns ``(logits, weights, indices)``, ``mlp.experts`` takes them."""
 
 GPT2 = Family(
     name="gpt2", model_types=("gpt2",),
