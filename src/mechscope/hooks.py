@@ -119,18 +119,24 @@ class Chunk(Site):
 
 class HeadSlice(Site):
     """``[..., n * w]`` seen as ``[..., n, w]`` and sliced ``lo:hi`` within each head: one part of a projection
-    whose heads each hold several parts (MLA's key/value up-projection, ``[k_nope | v]`` per head)."""
+    whose heads each hold several parts (MLA's key/value up-projection, ``[k_nope | v]`` per head).
 
-    def __init__(self, where: str, module: nn.Module, n: int, lo: int, hi: int):
+    ``squeeze``: a size-1 axis of the raw tensor that is not shown (MLA up-projects the latent viewed as a single
+    head, ``[batch, 1, k_pos, rank]``)."""
+
+    def __init__(self, where: str, module: nn.Module, n: int, lo: int, hi: int, squeeze: int | None = None):
         self.anchor = (where, module)
-        self.n, self.lo, self.hi = n, lo, hi
+        self.n, self.lo, self.hi, self.squeeze = n, lo, hi, squeeze
 
     def read(self, raw, ctx):
+        if self.squeeze is not None:
+            raw = raw.squeeze(self.squeeze)
         return raw.unflatten(-1, (self.n, -1))[..., self.lo:self.hi]
 
     def write(self, raw, new, old, ctx):
         out = raw.clone()
-        out.unflatten(-1, (self.n, -1))[..., self.lo:self.hi] = new
+        view = out.squeeze(self.squeeze) if self.squeeze is not None else out
+        view.unflatten(-1, (self.n, -1))[..., self.lo:self.hi] = new
         return out
 
 

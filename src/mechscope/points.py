@@ -86,7 +86,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             kv_up = sub(fam.qkv)
             nope = kv_up.weight.shape[0] // kv - dv
             q = Heads("out", sub(fam.q), h, dh)
-            k, v = HeadSlice("out", kv_up, kv, 0, nope), HeadSlice("out", kv_up, kv, nope, nope + dv)
+            k, v = (HeadSlice("out", kv_up, kv, lo, hi, squeeze=1) for lo, hi in ((0, nope), (nope, nope + dv)))
             k_axis = K
         elif fam.qkv_layout == "split":
             fused = sub(fam.qkv)
