@@ -58,6 +58,8 @@ class Site:
     writable = True
     shape_from: nn.Module | None = None
     """A module whose input's leading (batch, pos) shape this site needs; see ``Routed``."""
+    prepend = False
+    """Run before forward hooks already on the module (transformers' output recorders), so they see a replacement."""
     in_graph = True
     """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
 
@@ -149,6 +151,7 @@ class Routed(Site):
     def __init__(self, module: nn.Module, block: nn.Module, arg: int | None = None):
         self.anchor = ("out", module) if arg is None else ("arg", module, arg)
         self.shape_from = block
+        self.prepend = arg is None  # HF records router logits (output_router_logits) with its own forward hook
         self.lead: tuple[int, ...] = ()
 
     def read(self, raw, ctx):
@@ -377,7 +380,8 @@ class Attachment:
             for anchor, group in by_anchor.items():
                 kind, module = anchor[0], anchor[1]
                 if kind == "out":
-                    self.handles.append(module.register_forward_hook(_out_hook(group), with_kwargs=True))
+                    first = any(e.site.prepend for e in group)
+                    self.handles.append(module.register_forward_hook(_out_hook(group), with_kwargs=True, prepend=first))
                 elif kind == "arg":
                     self.handles.append(module.register_forward_pre_hook(_arg_hook(group, anchor[2]), with_kwargs=True))
                 elif kind == "virtual":
