@@ -32,7 +32,7 @@ def deepseek():
     return _wrap("deepseek_v3")
 
 
-@pytest.mark.parametrize("key", ["mixtral", "qwen2_moe", "olmoe", "granitemoe"])
+@pytest.mark.parametrize("key", ["mixtral", "qwen2_moe", "olmoe", "granitemoe", "dbrx"])
 def test_softmax_router_points_match_router_weights(key):
     """logits = ln2(x) @ W_router^T; indices = top-k of softmax(logits); weights = those probabilities (renormalised
     where the config says so)."""
@@ -53,7 +53,7 @@ def test_softmax_router_points_match_router_weights(key):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         probs = expected.float().softmax(-1)
         top, idx = probs.topk(k, dim=-1)
-        if getattr(c, "norm_topk_prob", key in ("mixtral", "granitemoe")):
+        if getattr(c, "norm_topk_prob", key in ("mixtral", "granitemoe", "dbrx")):
             top = top / top.sum(-1, keepdim=True)
         got_idx = cache[f"blocks.{layer}.mlp.hook_expert_indices"]
         got_w = cache[f"blocks.{layer}.mlp.hook_expert_weights"]
@@ -107,6 +107,16 @@ def test_router_logits_replacement_reaches_hf_router_output(mixtral):
         hooked = mixtral.hf_model(IDS, output_router_logits=True)
     assert torch.equal(hooked.logits, out.logits)
     assert torch.equal(hooked.router_logits[0], torch.zeros_like(out.router_logits[0]))
+
+
+def test_dbrx_router_logits_decide_the_routing():
+    """DBRX picks experts from the logits its router returns, so replacing them reroutes."""
+    m = _wrap("dbrx")
+    favour = torch.tensor([5.0, 4.0, 0.0, 0.0])
+    with m.hooks([("blocks.0.mlp.hook_router_logits", lambda x, hook: x * 0 + favour)]):
+        _, cache = m.run_with_cache(IDS, names_filter="blocks.0.mlp.hook_expert_indices")
+    assert torch.equal(cache["blocks.0.mlp.hook_expert_indices"].sort(-1).values,
+                       torch.tensor([0, 1]).expand(2, 9, 2))
 
 
 def test_moe_config_and_weight_views(mixtral, deepseek):

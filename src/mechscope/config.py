@@ -79,13 +79,18 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
 
 N_EXPERTS_ATTRS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_total")
 """HF config attributes that hold the number of routed experts, by family."""
-TOP_K_ATTRS = ("num_experts_per_tok", "moe_topk", "moe_k", "top_k", "num_selected_experts")
+TOP_K_ATTRS = ("num_experts_per_tok", "moe_topk", "moe_k", "moe_top_k", "top_k", "num_selected_experts")
 """HF config attributes that hold the number of experts chosen per token."""
 
 
+SUB_CONFIGS = ("ffn_config",)
+"""Nested configs also searched for those attributes (DBRX keeps its MoE settings in ``ffn_config``)."""
+
+
 def _first_attr(c, names: tuple[str, ...]) -> int | None:
-    for n in names:
-        v = getattr(c, n, None)
+    configs = [c, *(getattr(c, s) for s in SUB_CONFIGS if getattr(c, s, None) is not None)]
+    for n, cc in ((n, cc) for cc in configs for n in names):
+        v = getattr(cc, n, None)
         if isinstance(v, (list, tuple)):  # per-layer values (HunYuan): the first
             v = v[0] if v else None
         if isinstance(v, int) and not isinstance(v, bool):

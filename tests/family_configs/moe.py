@@ -37,6 +37,9 @@ CONFIGS: dict[str, dict] = {
     "glm4_moe_lite": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
                           moe_intermediate_size=32, mlp_layer_types=["dense", "sparse"]),
     "minicpm3": dict(MLA, scale_emb=2.0, scale_depth=1.4, dim_model_base=32),
+    "dbrx": dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=64,
+                 attn_config={"kv_n_heads": 2, "clip_qkv": 0.5, "rope_theta": 10000.0},
+                 ffn_config={"ffn_hidden_size": 32, "moe_num_experts": 4, "moe_top_k": 2}),
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""

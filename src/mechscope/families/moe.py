@@ -47,7 +47,20 @@ MLA_NOTE = (
 DEEPSEEK_ROUTER = ("The router scores experts with a sigmoid (plus a correction bias for the choice only) and picks "
                    "them within the top groups; hook_expert_weights already include routed_scaling_factor.")
 
+DBRX = Family(
+    name="dbrx", model_types=("dbrx",),
+    embed="transformer.wte", layers="transformer.blocks", ln_final="transformer.norm_f",
+    attn="norm_attn_norm.attn", qkv_layout="split", qkv="norm_attn_norm.attn.Wqkv", o="norm_attn_norm.attn.out_proj",
+    norms={"ln1": "norm_attn_norm.norm_1", "ln2": "norm_attn_norm.norm_2"}, norm_type="LN",
+    attn_out="norm_attn_norm.attn", resid_mid="norm_attn_norm.norm_2", mlp="ffn", mlp_out="ffn",
+    mlp_gate=None, mlp_in=None, mlp_down=None, moe=True, router="ffn.router", experts="ffn.experts",
+    notes="hook_q/hook_k/hook_v are slices of the fused Wqkv output before clip_qkv clamps them (hook_rot_q/k are "
+    "after the clamp and RoPE). The router returns only its logits and the block picks the experts from them, so "
+    "replacing hook_router_logits changes the routing.",
+)
+
 FAMILIES: tuple[Family, ...] = (
+    DBRX,
     replace(LLAMA, name="aria_text", model_types=("aria_text",), **ROUTER, notes=SHARED),
     replace(LLAMA, name="olmoe", model_types=("olmoe",), **MOE, notes=QK_NORM_FULL),
     replace(LLAMA, name="flex_olmo", model_types=("flex_olmo",), **MOE, norms=POST_NORM_ONLY, resid_mid="mlp",
