@@ -154,3 +154,15 @@ def test_mla_kv_cache_step_spans_cached_positions(deepseek):
     logits, cache = deepseek.run_with_cache(IDS[:, 6:7], past_key_values=pkv, use_cache=True)
     assert torch.equal(logits, ref)
     assert cache["q", 0].shape[1] == 1 and cache["k", 0].shape[1] == cache["v", 0].shape[1] == 7
+
+
+@pytest.mark.parametrize("key", ["deepseek_v32", "glm_moe_dsa"])
+def test_sparse_attention_indices_mask_the_pattern(key):
+    """DeepSeek Sparse Attention: under mechscope's attention each query still attends to at most index_topk keys."""
+    m = _wrap(key)
+    logits, cache = m.run_with_cache(IDS)
+    assert torch.equal(logits, m.hf_model(IDS, output_attentions=False).logits)
+    top_k = m.hf_model.config.index_topk
+    for layer in range(m.cfg.n_layers):
+        attended = (cache["pattern", layer] > 0).sum(-1)
+        assert attended.max() == top_k < IDS.shape[1]

@@ -72,10 +72,18 @@ def mechscope_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     softcap: float | None = None,
+    indices: torch.Tensor | None = None,  # (batch, q_pos, top_k) key positions each query may attend to
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with hook points; bit-equal to HF's eager when hooks only read."""
+    """Eager attention with hook points; bit-equal to HF's eager when hooks only read.
+
+    ``indices`` is DeepSeek Sparse Attention's per-query top-k of keys (DeepSeek-V3.2, GLM-5): HF applies it as a mask
+    only under ``eager``/``sdpa`` and passes it here otherwise, so it is turned into the same mask, the same way."""
     state = _STATE[module]
+    if indices is not None and attention_mask is not None:
+        index_mask = (indices.new_ones((query.shape[0], query.shape[2], key.shape[2]), dtype=torch.bool)
+                      .scatter(-1, indices.long(), False).unsqueeze(1))
+        attention_mask = attention_mask.masked_fill(index_mask, torch.finfo(query.dtype).min)
     query = _fire(state, "rot_q", query)
     key = _fire(state, "rot_k", key)
     if scaling is None:

@@ -99,6 +99,10 @@ FAMILIES: tuple[Family, ...] = (
             notes=MLA_NOTE + " " + SHARED),
     replace(LLAMA, name="deepseek_v3", model_types=("deepseek_v3", "glm4_moe_lite"), **MOE, **MLA,
             notes=MLA_NOTE + " " + SHARED + " " + DEEPSEEK_ROUTER),
+    replace(LLAMA, name="deepseek_v32", model_types=("deepseek_v32", "glm_moe_dsa"), **MOE, **MLA,
+            notes=MLA_NOTE + " DeepSeek Sparse Attention: a lightning indexer picks each query's top-k keys and the "
+            "others are masked, so hook_attn_scores holds finfo.min outside them (GLM-5's shared-indexer layers reuse "
+            "the previous layer's choice). " + SHARED + " " + DEEPSEEK_ROUTER),
     replace(LLAMA, name="minicpm3", model_types=("minicpm3",), **MLA,
             notes=MLA_NOTE + " Multipliers (config): hook_embed includes scale_emb; hook_attn_out/hook_mlp_out are "
             "before the residual scale scale_depth / sqrt(n_layers), so resid_mid = resid_pre + scale * attn_out; "
