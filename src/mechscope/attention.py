@@ -36,6 +36,8 @@ class AttnState:
 
     softmax_native: bool
     n_rep: int
+    max_subtract: bool = False
+    """Subtract each row's max before a native-dtype softmax, on every layer (MiMo-V2-Flash's eager)."""
     entries: dict[str, list] = field(default_factory=dict)
     """kind (one of ``ATTN_KINDS``) → list of hook entries, fired in order."""
 
@@ -43,10 +45,10 @@ class AttnState:
 _STATE: weakref.WeakKeyDictionary[nn.Module, AttnState] = weakref.WeakKeyDictionary()
 
 
-def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int) -> AttnState:
+def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int, max_subtract: bool = False) -> AttnState:
     state = _STATE.get(module)
     if state is None:
-        state = _STATE[module] = AttnState(softmax_native=softmax_native, n_rep=n_rep)
+        state = _STATE[module] = AttnState(softmax_native=softmax_native, n_rep=n_rep, max_subtract=max_subtract)
     return state
 
 
@@ -106,6 +108,13 @@ def mechscope_attention(
         combined = torch.cat([scores, sink], dim=-1)
         combined = combined - combined.max(dim=-1, keepdim=True).values
         pattern = F.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1]
+        pattern = _fire(state, "pattern", pattern)
+        pattern = F.dropout(pattern, p=dropout, training=module.training).to(value_states.dtype)
+        out = torch.matmul(pattern, value_states)
+        return out.transpose(1, 2).contiguous(), pattern
+    if state.max_subtract:
+        shifted = scores - scores.max(dim=-1, keepdim=True).values
+        pattern = F.softmax(shifted, dim=-1, dtype=shifted.dtype)
         pattern = _fire(state, "pattern", pattern)
         pattern = F.dropout(pattern, p=dropout, training=module.training).to(value_states.dtype)
         out = torch.matmul(pattern, value_states)

@@ -75,7 +75,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             return resolve(block, path)
 
         attn_mod = sub(fam.attn)
-        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
+        groups = getattr(attn_mod, "num_key_value_groups", None)  # per layer: MiMo's sliding layers have more kv heads
+        kv = h // groups if isinstance(groups, int) and groups > 0 else cfg.n_kv_heads
+        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv,
+                                  max_subtract=fam.softmax == "max_native")
         add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
         if "ln1" in fam.norms:
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)

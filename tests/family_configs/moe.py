@@ -42,12 +42,15 @@ CONFIGS: dict[str, dict] = {
     "glm_moe_dsa": dict(MLA, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
                         moe_intermediate_size=32, mlp_layer_types=["dense", "sparse"], index_topk=4,
                         index_head_dim=16, index_n_heads=2, indexer_types=["full", "shared"]),
+    "mimo_v2_flash": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, v_head_dim=8,
+                          sliding_window=4, layer_types=["full_attention", "sliding_attention"],
+                          mlp_layer_types=["dense", "sparse"], attention_value_scale=0.7),
     "minicpm3": dict(MLA, scale_emb=2.0, scale_depth=1.4, dim_model_base=32),
     "dbrx": dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=64,
                  attn_config={"kv_n_heads": 2, "clip_qkv": 0.5, "rope_theta": 10000.0},
                  ffn_config={"ffn_hidden_size": 32, "moe_num_experts": 4, "moe_top_k": 2}),
 }
-EAGER_ONLY: set[str] = set()
+EAGER_ONLY: set[str] = {"mimo_v2_flash"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

@@ -98,8 +98,9 @@ class Family:
 
     attention: Literal["registry", "gptj"] = "registry"
     """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
-    softmax: Literal["float32", "native"] = "float32"
-    """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
+    softmax: Literal["float32", "native", "max_native"] = "float32"
+    """Eager softmax flavour: in float32 then cast back (most families), in the native dtype (GPT-2), or in the native
+    dtype after subtracting each row's max, on every layer (``max_native``: MiMo-V2-Flash)."""
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
     moe: bool = False

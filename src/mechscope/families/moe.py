@@ -95,6 +95,12 @@ FAMILIES: tuple[Family, ...] = (
             "Gated attention: hook_z is the o_proj input, i.e. the heads' output already multiplied by "
             "sigmoid(gate_proj(x)). Only sliding-window layers use RoPE. " + QK_NORM + " With mup_enabled, "
             "blocks.0.hook_resid_pre is hook_embed * sqrt(d_model). " + SHARED),
+    replace(LLAMA, name="mimo_v2_flash", model_types=("mimo_v2_flash",), **MOE, softmax="max_native",
+            notes="Value heads are wider than query/key heads (d_head_v). Sliding-window layers have twice the "
+            "key/value heads of full layers (hook_k/hook_v shapes vary by layer; cfg.n_kv_heads is layer 0's) and "
+            "attention sinks that join each softmax and are dropped (pattern rows sum to less than one). hook_v is "
+            "the v_proj output, before attention_value_scale multiplies it. Only part of each head is rotated "
+            "(partial_rotary_factor). " + DEEPSEEK_ROUTER),
     replace(LLAMA, name="deepseek_v2", model_types=("deepseek_v2",), **MOE, **MLA,
             notes=MLA_NOTE + " " + SHARED),
     replace(LLAMA, name="deepseek_v3", model_types=("deepseek_v3", "glm4_moe_lite"), **MOE, **MLA,
