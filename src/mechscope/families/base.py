@@ -24,7 +24,7 @@ QKVLayout = Literal["separate", "split", "interleaved", "latent"]
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
 - ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
   (GPT-NeoX and Persimmon ``query_key_value``).
-- ``latent``: Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4.7-Flash). ``q`` is the query
+- ``latent``: Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4-MoE-Lite). ``q`` is the query
   (up-)projection, ``[..., heads * d_head]`` with each head ``[non-rotary | rotary]``; ``qkv`` is the key/value
   up-projection of the compressed latent, ``[..., heads * (d_head_nope + d_head_v)]`` with each head
   ``[key's non-rotary part | value]``. The key's rotary part is one head shared by all heads, projected

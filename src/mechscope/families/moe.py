@@ -7,7 +7,7 @@ Nearly every MoE block in transformers 5.x shares one interface: a router module
 one-line delta. Blocks whose MLP is dense (DeepSeek's ``first_k_dense_replace``, ERNIE's ``moe_layer_start_index``)
 keep ``hook_pre``/``hook_post``; MoE blocks do not have them.
 
-Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4.7-Flash) is the ``latent`` q/k/v layout
+Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4-MoE-Lite) is the ``latent`` q/k/v layout
 (``base.QKVLayout``): ``hook_q`` is the query up-projection, ``hook_k``/``hook_v`` are the per-head parts of the
 key/value up-projection of the cached latent, and the rotated, full-width q/k that the scores use are
 ``hook_rot_q``/``hook_rot_k`` from the attention registry.
