@@ -166,3 +166,19 @@ def test_sparse_attention_indices_mask_the_pattern(key):
     for layer in range(m.cfg.n_layers):
         attended = (cache["pattern", layer] > 0).sum(-1)
         assert attended.max() == top_k < IDS.shape[1]
+
+
+@pytest.mark.parametrize("key", ["dbrx", "mimo_v2_flash", "afmoe"])
+def test_attention_weight_views(key):
+    """W_Q reproduces hook_q (DBRX: a slice of the fused Wqkv); W_O has the value width; per-layer head counts
+    that cannot be stacked raise."""
+    m = _wrap(key)
+    _, c = m.run_with_cache(IDS, names_filter=["blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q"])
+    expected = torch.einsum("bpd,hde->bphe", c["normalized", 0, "ln1"], m.W_Q[0]) + m.b_Q[0]
+    torch.testing.assert_close(c["q", 0], expected, atol=1e-5, rtol=1e-5)
+    assert m.W_O.shape == (2, m.cfg.n_heads, m.cfg.d_head_v, m.cfg.d_model)
+    if key == "mimo_v2_flash":
+        with pytest.raises(AttributeError, match="different number of key/value heads"):
+            m.W_K
+    else:
+        assert m.W_K.shape == (2, m.cfg.n_kv_heads, m.cfg.d_model, m.cfg.d_head)

@@ -57,6 +57,12 @@ def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
         w, b = _qkv_parts(model, block, which)
         ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
         bs.append(b.unflatten(0, (-1, dh)))
+    if len({w.shape for w in ws}) > 1:
+        raise AttributeError(
+            f"{model.cfg.family} has a different number of key/value heads in different layers "
+            f"({sorted({w.shape[0] for w in ws})}), so {'QKV'[which]} weights cannot be stacked into one tensor; "
+            "read them per layer from model.blocks[l]."
+        )
     return torch.stack(ws), torch.stack(bs)
 
 
@@ -72,6 +78,8 @@ def o_weights(model) -> tuple[Tensor, Tensor]:
 
 
 def _check_dense(model) -> None:
+    if not model.family.moe:
+        return
     moe = [l for l, block in enumerate(model.blocks) if not has_path(block, model.family.mlp_down)]
     if moe:
         raise AttributeError(
@@ -83,9 +91,9 @@ def _check_dense(model) -> None:
 def mlp_weight(model, which: str) -> Tensor | None:
     """``in`` (d_model→d_mlp; the up projection of gated MLPs), ``gate``, or ``out`` (d_mlp→d_model), stacked."""
     fam, m = model.family, model.cfg.d_mlp
+    _check_dense(model)
     if fam.mlp_down is None:
         return None
-    _check_dense(model)
     out = []
     for block in model.blocks:
         if which == "out":
@@ -105,9 +113,9 @@ def mlp_bias(model, which: str) -> Tensor | None:
     """``b_in`` (layer, d_mlp) or ``b_out`` (layer, d_model); zeros where the model has none."""
     fam = model.family
     path = fam.mlp_down if which == "out" else (fam.mlp_in or fam.mlp_gate_up)
+    _check_dense(model)
     if path is None or fam.mlp_down is None:
         return None
-    _check_dense(model)
     bs = []
     for block in model.blocks:
         mod = block.get_submodule(path)
