@@ -114,5 +114,14 @@ FAMILIES: tuple[Family, ...] = (
             "before the residual scale scale_depth / sqrt(n_layers), so resid_mid = resid_pre + scale * attn_out; "
             "ln_final.hook_normalized is divided by hidden_size / dim_model_base before W_U."),
 )
-EXCLUDED: dict[str, str] = {}
+EXCLUDED: dict[str, str] = {
+    "deepseek_v4": "Manifold-constrained hyper-connections: the residual is hc_mult parallel streams "
+    "[batch, pos, hc_mult, d_model] that each block mixes with input-dependent matrices, and attention/MoE outputs are "
+    "spread into them by learned weights rather than added, so resid_pre/resid_mid/resid_post/attn_out/mlp_out have no "
+    "exact single-stream counterpart (and the intermediate stream is a local variable, not a module boundary).",
+    "longcat_flash": "Each decoder layer runs two attention+MLP sublayers plus a shortcut MoE that skips into the "
+    "second sublayer's sum; the residual between the sublayers lives only in a local variable, so a block's points "
+    "(one attention, one resid_mid) cannot describe it and replacing the sublayers' residual cannot be made exact "
+    "without reimplementing the layer's forward.",
+}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
