@@ -119,6 +119,10 @@ EXCLUDED: dict[str, str] = {
     "[batch, pos, hc_mult, d_model] that each block mixes with input-dependent matrices, and attention/MoE outputs are "
     "spread into them by learned weights rather than added, so resid_pre/resid_mid/resid_post/attn_out/mlp_out have no "
     "exact single-stream counterpart (and the intermediate stream is a local variable, not a module boundary).",
+    "jetmoe": "Mixture-of-attention: each token's queries and output projection come from its chosen attention "
+    "experts, computed inside JetMoeMoA.map/reduce (methods, not modules) on expert-sorted rows, so there is no "
+    "per-position hook_q or hook_z at a module boundary, and its gating returns expert-sorted routing rather than "
+    "per-token indices and weights; exposing them would mean reimplementing those methods.",
     "longcat_flash": "Each decoder layer runs two attention+MLP sublayers plus a shortcut MoE that skips into the "
     "second sublayer's sum; the residual between the sublayers lives only in a local variable, so a block's points "
     "(one attention, one resid_mid) cannot describe it and replacing the sublayers' residual cannot be made exact "
