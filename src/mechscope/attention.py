@@ -38,6 +38,8 @@ class AttnState:
     n_rep: int
     sinks: str | None = None
     """Attention-sink flavour (``Family.sinks``); None: ``column`` if the module has ``sinks``, else no sinks."""
+    max_subtract: bool = False
+    """Subtract each row's max before a native-dtype softmax, on every layer (MiMo-V2-Flash's eager)."""
     entries: dict[str, list] = field(default_factory=dict)
     """kind (one of ``ATTN_KINDS``) → list of hook entries, fired in order."""
 
@@ -45,12 +47,14 @@ class AttnState:
 _STATE: weakref.WeakKeyDictionary[nn.Module, AttnState] = weakref.WeakKeyDictionary()
 
 
-def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int, sinks: str | None = None) -> AttnState:
+def register_module(module: nn.Module, *, softmax_native: bool, n_rep: int, sinks: str | None = None,
+                    max_subtract: bool = False) -> AttnState:
     state = _STATE.get(module)
     if state is None:
         if sinks is None and getattr(module, "sinks", None) is not None:
             sinks = "column"
-        state = _STATE[module] = AttnState(softmax_native=softmax_native, n_rep=n_rep, sinks=sinks)
+        state = _STATE[module] = AttnState(softmax_native=softmax_native, n_rep=n_rep, sinks=sinks,
+                                           max_subtract=max_subtract)
     return state
 
 
@@ -77,10 +81,18 @@ def mechscope_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     softcap: float | None = None,
+    indices: torch.Tensor | None = None,  # (batch, q_pos, top_k) key positions each query may attend to
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with hook points; bit-equal to HF's eager when hooks only read."""
+    """Eager attention with hook points; bit-equal to HF's eager when hooks only read.
+
+    ``indices`` is DeepSeek Sparse Attention's per-query top-k of keys (DeepSeek-V3.2, GLM-5): HF applies it as a mask
+    only under ``eager``/``sdpa`` and passes it here otherwise, so it is turned into the same mask, the same way."""
     state = _STATE[module]
+    if indices is not None and attention_mask is not None:
+        index_mask = (indices.new_ones((query.shape[0], query.shape[2], key.shape[2]), dtype=torch.bool)
+                      .scatter(-1, indices.long(), False).unsqueeze(1))
+        attention_mask = attention_mask.masked_fill(index_mask, torch.finfo(query.dtype).min)
     query = _fire(state, "rot_q", query)
     key = _fire(state, "rot_k", key)
     if scaling is None:
@@ -145,6 +157,13 @@ def mechscope_attention(
         pattern = F.dropout(pattern, p=dropout, training=module.training)
         out = torch.matmul(pattern, value_states)
         out = out * sink_scale.unsqueeze(-1).to(out.dtype)
+        return out.transpose(1, 2).contiguous(), pattern
+    if state.max_subtract:
+        shifted = scores - scores.max(dim=-1, keepdim=True).values
+        pattern = F.softmax(shifted, dim=-1, dtype=shifted.dtype)
+        pattern = _fire(state, "pattern", pattern)
+        pattern = F.dropout(pattern, p=dropout, training=module.training).to(value_states.dtype)
+        out = torch.matmul(pattern, value_states)
         return out.transpose(1, 2).contiguous(), pattern
     if state.softmax_native:
         pattern = F.softmax(scores, dim=-1).type(value.dtype)

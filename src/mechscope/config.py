@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .families import Family
-from .families.base import has_module
+from .families.base import has_module, resolve
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,16 @@ class ModelConfig:
     n_kv_heads: int
     """Key/value heads per layer (fewer than ``n_heads`` under GQA/MQA)."""
     d_head: int
-    """Width of one query/key head."""
+    """Width of one query/key head (Multi-head Latent Attention: non-rotary plus rotary part)."""
     d_head_v: int
-    """Width of one value head, hence of ``hook_z``: ``d_head`` except in multi-head latent attention."""
+    """Width of one value head, i.e. of ``hook_v``/``hook_z`` per head: ``d_head`` except in Multi-head Latent
+    Attention (DeepSeek-V2/V3, MiniCPM3) and a few families with wider values (MiMo-V2-Flash)."""
     d_mlp: int | None
-    """MLP hidden width (None for mixture-of-experts MLPs and models without MLP hidden points)."""
+    """MLP hidden width of the dense blocks (None when every block is mixture-of-experts)."""
+    n_experts: int | None
+    """Routed experts per mixture-of-experts block (TransformerLens's ``num_experts``); None for dense models."""
+    experts_per_token: int | None
+    """Experts chosen per token (top-k): the last axis of ``hook_expert_indices``/``hook_expert_weights``."""
     d_vocab: int
     """Unembedding output size."""
     n_ctx: int | None
@@ -77,6 +82,27 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
     return w.shape[1], w.shape[0]
 
 
+N_EXPERTS_ATTRS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_total")
+"""HF config attributes that hold the number of routed experts, by family."""
+TOP_K_ATTRS = ("num_experts_per_tok", "moe_topk", "moe_k", "moe_top_k", "top_k", "num_selected_experts")
+"""HF config attributes that hold the number of experts chosen per token."""
+
+
+SUB_CONFIGS = ("ffn_config",)
+"""Nested configs also searched for those attributes (DBRX keeps its MoE settings in ``ffn_config``)."""
+
+
+def _first_attr(c, names: tuple[str, ...]) -> int | None:
+    configs = [c, *(getattr(c, s) for s in SUB_CONFIGS if getattr(c, s, None) is not None)]
+    for n, cc in ((n, cc) for cc in configs for n in names):
+        v = getattr(cc, n, None)
+        if isinstance(v, (list, tuple)):  # per-layer values (HunYuan): the first
+            v = v[0] if v else None
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
     c = hf_model.config
     per_layer = [fam.at_layer(c, l).for_block(b) for l, b in enumerate(blocks)]
@@ -86,10 +112,13 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     d_model = c.hidden_size
     d_head = (getattr(attn, "qk_head_dim", None) or getattr(attn, "head_dim", None) or getattr(c, "head_dim", None)
               or d_model // n_heads)
+    first = per_layer[attn_layers[0]] if attn_layers else None
+    o_in = _linear_in_out(resolve(blocks[attn_layers[0]], first.o))[0] if attn_layers else None
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
-    down = next((b.get_submodule(fam.mlp_down) for b in blocks if has_module(b, fam.mlp_down)), None)
-    d_mlp = _linear_in_out(down)[0] if down is not None else None
+    dense = next((b for b in blocks if has_module(b, fam.mlp_down)), None)
+    d_mlp = _linear_in_out(resolve(dense, fam.mlp_down))[0] if dense is not None else None
+    moe = fam.moe
     unembed = hf_model.get_submodule(fam.unembed)
     n_ctx = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
     act = getattr(c, "hidden_act", None) or getattr(c, "activation_function", None) or getattr(c, "hidden_activation", None)
@@ -102,14 +131,16 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         n_heads=n_heads,
         n_kv_heads=n_kv,
         d_head=d_head,
-        d_head_v=getattr(attn, "v_head_dim", None) or d_head,
+        d_head_v=getattr(attn, "v_head_dim", None) or (o_in // n_heads if o_in else d_head),
         d_mlp=d_mlp,
+        n_experts=_first_attr(c, N_EXPERTS_ATTRS) if moe else None,
+        experts_per_token=_first_attr(c, TOP_K_ATTRS) if moe else None,
         d_vocab=unembed.weight.shape[0],
         n_ctx=n_ctx,
         normalization=fam.norm_type,
         positional_embedding_type="standard" if fam.pos_embed else "rotary" if fam.rotary else "none",
         parallel_attn_mlp=fam.is_parallel(c),
-        gated_mlp=fam.gated and fam.mlp_down is not None,
+        gated_mlp=fam.gated and dense is not None,
         post_norms=any(has_module(b, f.norms.get("ln1_post")) for b, f in zip(blocks, per_layer)),
         act_fn=act,
         attn_softcap=getattr(c, "attn_logit_softcapping", None),

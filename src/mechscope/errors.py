@@ -29,6 +29,10 @@ class UnsupportedModelError(MechscopeError, ValueError):
     """The model's architecture has no adapter entry."""
 
 
+class WeightLayoutError(UnsupportedModelError, AttributeError):
+    """A weight view (``W_Q``, ``W_in``, ...) has no TransformerLens layout for this architecture."""
+
+
 class ModelLoadError(MechscopeError, OSError):
     """A model or tokenizer could not be found or loaded."""
 

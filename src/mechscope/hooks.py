@@ -90,6 +90,10 @@ class Site:
 
     anchor: tuple
     writable = True
+    shape_from: nn.Module | None = None
+    """A module whose input's leading (batch, pos) shape this site needs; see ``Routed``."""
+    prepend = False
+    """Run before forward hooks already on the module (transformers' output recorders), so they see a replacement."""
     in_graph = True
     after: nn.Module | None = None
     """When set, the site is live only on the anchor module's first call after this module has run in the forward:
@@ -191,6 +195,48 @@ class Chunk(Site):
 
     def write(self, raw, new, old, ctx):
         return torch.cat([raw[..., :self.lo], new, raw[..., self.hi:]], dim=-1)
+
+
+class HeadSlice(Site):
+    """``[..., n * w]`` seen as ``[..., n, w]`` and sliced ``lo:hi`` within each head: one part of a projection
+    whose heads each hold several parts (MLA's key/value up-projection, ``[k_nope | v]`` per head).
+
+    ``squeeze``: a size-1 axis of the raw tensor that is not shown (MLA up-projects the latent viewed as a single
+    head, ``[batch, 1, k_pos, rank]``)."""
+
+    def __init__(self, where: str, module: nn.Module, n: int, lo: int, hi: int, squeeze: int | None = None):
+        self.anchor = (where, module)
+        self.n, self.lo, self.hi, self.squeeze = n, lo, hi, squeeze
+
+    def read(self, raw, ctx):
+        if self.squeeze is not None:
+            raw = raw.squeeze(self.squeeze)
+        return raw.unflatten(-1, (self.n, -1))[..., self.lo:self.hi]
+
+    def write(self, raw, new, old, ctx):
+        out = raw.clone()
+        view = out.squeeze(self.squeeze) if self.squeeze is not None else out
+        view.unflatten(-1, (self.n, -1))[..., self.lo:self.hi] = new
+        return out
+
+
+class Routed(Site):
+    """A mixture-of-experts routing tensor, ``[tokens, x]`` in HF (tokens = batch * pos, flattened by the MoE
+    block), shown as ``[batch, pos, x]``. ``arg`` None: the output (first element) of ``module`` (the router's
+    logits); an int: that positional input of ``module`` (the experts' indices and weights). The batch and
+    position sizes are read from the block's input by a pre-hook that ``Attachment`` adds (``shape_from``)."""
+
+    def __init__(self, module: nn.Module, block: nn.Module, arg: int | None = None):
+        self.anchor = ("out", module) if arg is None else ("arg", module, arg)
+        self.shape_from = block
+        self.prepend = arg is None  # HF records router logits (output_router_logits) with its own forward hook
+        self.lead: tuple[int, ...] = ()
+
+    def read(self, raw, ctx):
+        return raw.reshape(*self.lead, raw.shape[-1])
+
+    def write(self, raw, new, old, ctx):
+        return new.reshape(raw.shape)
 
 
 class AttnInternal(Site):
@@ -562,6 +608,25 @@ def _in_hook(entries: list[Entry]):
     return hook
 
 
+def _arg_hook(entries: list[Entry], index: int):
+    def hook(module, args, kwargs):
+        raw, changed = run_entries(entries, args[index], (args, kwargs))
+        if not changed:
+            return None
+        return (*args[:index], raw, *args[index + 1:]), kwargs
+
+    return hook
+
+
+def _record_lead(sites: list[Site]):
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        for s in sites:
+            s.lead = tuple(x.shape[:-1])
+
+    return hook
+
+
 def _resid_mid_fixup(sites: list[ResidMid]):
     def hook(module, args, output):
         delta = None
@@ -600,7 +665,10 @@ class Attachment:
                     after = group[0].site.after
                     if after is not None:
                         hook = self._gated(hook, after)
-                    self.handles.append(module.register_forward_hook(hook, with_kwargs=True))
+                    first = any(e.site.prepend for e in group)
+                    self.handles.append(module.register_forward_hook(hook, with_kwargs=True, prepend=first))
+                elif kind == "arg":
+                    self.handles.append(module.register_forward_pre_hook(_arg_hook(group, anchor[2]), with_kwargs=True))
                 elif kind == "virtual":
                     module.entries.extend(group)
                     self.virtual.extend((module, e) for e in group)
@@ -619,6 +687,12 @@ class Attachment:
                         self.attn_entries.append((state, anchor[2], e))
             for site in {id(e.site): e.site for e in self.entries}.values():
                 self.handles.extend(site.attach())
+            leads: dict[nn.Module, list[Site]] = defaultdict(list)
+            for e in self.entries:
+                if e.site.shape_from is not None and e.site not in leads[e.site.shape_from]:
+                    leads[e.site.shape_from].append(e.site)
+            for module, sites in leads.items():  # the block is entered before its submodules
+                self.handles.append(module.register_forward_pre_hook(_record_lead(sites), with_kwargs=True))
             for block, sites in mids.items():
                 self.handles.append(block.register_forward_hook(_resid_mid_fixup(sites)))
             if self.attn_entries:

@@ -13,9 +13,9 @@ from torch import nn
 from . import attention
 from .config import ModelConfig
 from .families import Family
-from .families.base import has_module
-from .hooks import (AttnInternal, AttnScores, Chunk, HeadResult, Heads, HookPoint, Norm, NormNormalized, NormScale,
-                    PerBatch, ResidMid, Site, Whole)
+from .families.base import has_module, resolve
+from .hooks import (AttnInternal, AttnScores, Chunk, HeadResult, Heads, HeadSlice, HookPoint, Norm, NormNormalized,
+                    NormScale, PerBatch, ResidMid, Routed, Site, Whole)
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -44,6 +44,9 @@ DOCS = {
     "hook_mlp_out": "what the MLP adds to the residual",
     "hook_mixer_out": "hybrids: what the block's non-attention token mixer (Mamba, linear attention, convolution) "
     "adds to the residual (up to the family's multipliers)",
+    "mlp.hook_router_logits": "MoE router's logits over all routed experts, as the router returns them",
+    "mlp.hook_expert_indices": "MoE: the experts chosen for each token (what the experts module receives)",
+    "mlp.hook_expert_weights": "MoE: the weight of each chosen expert (what the experts module receives)",
 }
 
 
@@ -60,6 +63,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     attention points, ``hook_mixer_out``, MLP points; norms and ``hook_resid_mid`` exist where their modules do."""
     pts: dict[str, HookPoint] = {}
     d = cfg.d_model
+    n_exp, top_k = cfg.n_experts, cfg.experts_per_token
 
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
@@ -81,19 +85,26 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add("hook_pos_embed", PerBatch(hf_model.get_submodule(fam.pos_embed), embed), None, (B, P, d))
 
     def add_attention(fam: Family, b: str, block: nn.Module, l: int) -> None:
-        sub = block.get_submodule
+        sub = partial(resolve, block)
         attn_mod = sub(fam.attn)
         # per-layer head geometry where a layer kind differs from the config's (Inkling's sliding layers); multi-head
         # latent attention: query/key heads (qk_head_dim) are wider than value heads (v_head_dim)
         h = getattr(attn_mod, "num_heads", None) or cfg.n_heads
         dq = getattr(attn_mod, "qk_head_dim", None) or getattr(attn_mod, "head_dim", None) or cfg.d_head
         dv = getattr(attn_mod, "v_head_dim", None) or getattr(attn_mod, "head_dim", None) or cfg.d_head_v
-        groups = getattr(attn_mod, "num_key_value_groups", None)
-        kv = h // groups if groups else cfg.n_kv_heads
-        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv, sinks=fam.sinks)
+        groups = getattr(attn_mod, "num_key_value_groups", None)  # per layer: MiMo's sliding layers have more kv heads
+        kv = h // groups if isinstance(groups, int) and groups > 0 else cfg.n_kv_heads
+        attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv, sinks=fam.sinks,
+                                  max_subtract=fam.softmax == "max_native")
         q = k = v = None
-        if fam.qkv_layout == "latent":
+        k_axis, dk = P, dq
+        if fam.qkv_layout == "latent":  # see QKVLayout
             q = Heads("out", sub(fam.q), h, dq) if fam.q else None
+            if fam.qkv and has_module(block, fam.qkv):  # per head [k_nope | v] from the latent's up-projection
+                kv_up = sub(fam.qkv)
+                dk = kv_up.weight.shape[0] // kv - dv
+                k, v = (HeadSlice("out", kv_up, kv, lo, hi, squeeze=1) for lo, hi in ((0, dk), (dk, dk + dv)))
+                k_axis = K  # the up-projection runs on the cached latents: every key position
         elif fam.qkv_layout == "separate":  # k, v: absent in multi-head latent attention
             q, k, v = (Heads("out", sub(p), n, w) if has_module(block, p) else None
                        for p, n, w in ((fam.q, h, dq), (fam.k, kv, dq), (fam.v, kv, dv)))
@@ -107,9 +118,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         else:
             fused = sub(fam.qkv)
             q, k, v = (Heads("out", fused, h, dq, part=i) for i in range(3))
-        for name, site, n, w in (("q", q, h, dq), ("k", k, kv, dq), ("v", v, kv, dv)):
+        for name, site, n, w, axis in (("q", q, h, dq, P), ("k", k, kv, dk, k_axis), ("v", v, kv, dv, k_axis)):
             if site is not None:
-                add(f"{b}.attn.hook_{name}", site, l, (B, P, n, w))
+                add(f"{b}.attn.hook_{name}", site, l, (B, axis, n, w))
         if fam.rotary:
             add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dq))
             add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dq))
@@ -128,7 +139,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     for l, block in enumerate(blocks):
         fam = base.at_layer(hf_model.config, l).for_block(block)
         b = f"blocks.{l}"
-        sub = block.get_submodule
+        sub = partial(resolve, block)
         has = partial(has_module, block)
         add(f"{b}.hook_resid_pre", Whole("in", block), l, resid)
         if has(fam.norms.get("ln1")):
@@ -150,7 +161,11 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         if fam.has_group(hf_model.config, block, l, "mlp"):
             m = cfg.d_mlp
-            if has(fam.mlp_gate_up):
+            # a mixture-of-experts block has no single hidden activation; dense blocks of MoE models keep theirs
+            dense = not fam.moe or all(has(p) for p in (fam.mlp_gate, fam.mlp_in, fam.mlp_gate_up, fam.mlp_down) if p)
+            if not dense:
+                pass
+            elif has(fam.mlp_gate_up):
                 gate_up = sub(fam.mlp_gate_up)
                 add(f"{b}.mlp.hook_pre", Chunk("out", gate_up, 0, m), l, (B, P, m))
                 add(f"{b}.mlp.hook_pre_linear", Chunk("out", gate_up, m, 2 * m), l, (B, P, m))
@@ -159,8 +174,13 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add(f"{b}.mlp.hook_pre_linear", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
             elif has(fam.mlp_in):
                 add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
-            if has(fam.mlp_down):
+            if dense and has(fam.mlp_down):
                 add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_post or fam.mlp_down)), l, (B, P, m))
+            if has(fam.router):
+                add(f"{b}.mlp.hook_router_logits", Routed(sub(fam.router), block), l, (B, P, n_exp))
+            if has(fam.experts):
+                add(f"{b}.mlp.hook_expert_indices", Routed(sub(fam.experts), block, 1), l, (B, P, top_k))
+                add(f"{b}.mlp.hook_expert_weights", Routed(sub(fam.experts), block, 2), l, (B, P, top_k))
             if has(fam.norms.get("ln2_post")):
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
             add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .families.base import has_module
-from .errors import UnsupportedModelError
+from .errors import WeightLayoutError
+from .families.base import has_module, resolve
 
 
 def _io(module: nn.Module) -> Tensor:
@@ -43,10 +43,11 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     fam, cfg = model.family, model.cfg
     h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
     if fam.qkv_layout == "latent":
-        raise UnsupportedModelError(
-            f"{cfg.family} builds its queries, keys and values inside attention (multi-head latent attention expands "
-            "them from a shared latent; Zaya convolves them), so W_Q/W_K/W_V have no TransformerLens layout; read "
-            "the projection modules from model.hf_model directly, or the activations at hook_rot_q/hook_rot_k."
+        raise WeightLayoutError(
+            f"{cfg.family} builds its queries, keys and values inside attention (Multi-head Latent Attention expands "
+            "them from a shared latent through low-rank projections; Zaya convolves them), so there is no per-head "
+            "d_model → d_head matrix to return as W_Q/W_K/W_V; read the projections from model.hf_model directly "
+            "(e.g. q_a_proj/q_b_proj, kv_a_proj_with_mqa/kv_b_proj), or the activations at hook_rot_q/hook_rot_k."
         )
     if fam.qkv_layout == "separate":
         path = (fam.q, fam.k, fam.v)[which]
@@ -55,13 +56,13 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
                 f"{cfg.family} has no {('W_Q', 'W_K', 'W_V')[which]}: its keys and values are expanded from a shared "
                 "latent (multi-head latent attention); read the latent projections from model.blocks[l] directly."
             )
-        mod = block.get_submodule(path)
+        mod = resolve(block, path)
         w = _io(mod)
         b = _bias(mod, w.shape[1], w)
         if fam.q_gated and which == 0:  # [heads, query | gate, d_head]: keep the query half
             return w.unflatten(1, (h, 2, dh))[:, :, 0].flatten(1), b.unflatten(0, (h, 2, dh))[:, 0].flatten()
         return w, b
-    mod = block.get_submodule(fam.qkv)
+    mod = resolve(block, fam.qkv)
     w = _io(mod)
     b = _bias(mod, w.shape[1], w)
     if fam.qkv_layout == "split":
@@ -74,7 +75,7 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
 def _stack(model, ts: list[Tensor]) -> Tensor:
     """Stack per-layer weights; layers of different head geometry (Inkling's sliding layers) cannot be stacked."""
     if len({t.shape for t in ts}) > 1:
-        raise UnsupportedModelError(
+        raise WeightLayoutError(
             f"{model.cfg.family}'s layers differ in head count or width, so its weights cannot be stacked over "
             "layers; read them per layer from model.blocks[layer] (e.g. model.blocks[0].self_attn.q_proj.weight)."
         )
@@ -96,7 +97,7 @@ def o_weights(model) -> tuple[Tensor, Tensor]:
     """``W_O`` (layer, head, d_head, d_model) and ``b_O`` (layer, d_model)."""
     ws, bs = [], []
     for block in _attn_blocks(model, "W_O"):
-        mod = block.get_submodule(model.family.o)
+        mod = resolve(block, model.family.o)
         w = _io(mod)
         ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head_v)))
         bs.append(_bias(mod, w.shape[1], w))
@@ -109,7 +110,9 @@ def _mlp_blocks(model) -> list[nn.Module]:
     if missing:
         raise AttributeError(
             f"MLP weights are stacked over all {model.cfg.n_layers} layers, but blocks {missing} of this "
-            f"{model.cfg.family} model have no dense MLP; read one layer's weights from model.blocks[l]."
+            f"{model.cfg.family} model have no dense MLP"
+            + (" (mixture-of-experts blocks have no single W_in/W_gate/W_out)" if model.family.moe else "")
+            + "; read one layer's weights (or the experts') from model.blocks[l]."
         )
     return list(model.blocks)
 
@@ -122,15 +125,15 @@ def mlp_weight(model, which: str) -> Tensor | None:
     out = []
     for block in _mlp_blocks(model):
         if which == "out":
-            out.append(_io(block.get_submodule(fam.mlp_down)))
+            out.append(_io(resolve(block, fam.mlp_down)))
         elif fam.mlp_gate_up:
-            w = _io(block.get_submodule(fam.mlp_gate_up))
+            w = _io(resolve(block, fam.mlp_gate_up))
             out.append(w[:, :m] if which == "gate" else w[:, m:])
         else:
             path = fam.mlp_gate if which == "gate" else fam.mlp_in
             if path is None:
                 return None
-            out.append(_io(block.get_submodule(path)))
+            out.append(_io(resolve(block, path)))
     return torch.stack(out)
 
 
@@ -142,7 +145,7 @@ def mlp_bias(model, which: str) -> Tensor | None:
         return None
     bs = []
     for block in _mlp_blocks(model):
-        mod = block.get_submodule(path)
+        mod = resolve(block, path)
         w = _io(mod)
         b = _bias(mod, w.shape[1], w)
         bs.append(b[model.cfg.d_mlp:] if fam.mlp_gate_up and which == "in" else b)

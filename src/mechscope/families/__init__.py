@@ -50,8 +50,8 @@ def family_for(config) -> Family:
             "one-line replace() of a close relative) and a tiny config to tests/family_configs/."
         )
     if fam.moe:
-        fam = replace(fam, mlp_gate=None, mlp_in=None, mlp_gate_up=None, mlp_down=None,
-                      notes=(fam.notes + " Mixture-of-experts MLP: only hook_mlp_out exists.").strip())
+        fam = replace(fam, notes=(fam.notes + " Mixture-of-experts MLP: its blocks have hook_mlp_out and, where the "
+                                  "router is known, the router points, but no hook_pre/hook_post.").strip())
     if fam.qkv_layout == "latent" and getattr(config, "q_lora_rank", 0) is None:
         fam = replace(fam, q="self_attn.q_proj")
     if model_type == "gpt_bigcode" and not getattr(config, "multi_query", True):

@@ -26,12 +26,12 @@ QKVLayout = Literal["separate", "split", "interleaved", "latent"]
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
 - ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
   (GPT-NeoX and Persimmon ``query_key_value``).
-- ``latent``: queries, keys and values are built inside attention, not per head by one projection each.
-  With ``q`` None none of them exists outside attention (Zaya's convolutional CCA: read them at ``hook_rot_q``,
-  ``hook_rot_k`` and the pattern). Otherwise multi-head latent attention (DeepSeek-V2-style MLA): ``q`` is the query up-projection
-  (``[..., heads * qk_head_dim]``; ``q_proj`` when the config has no query LoRA); keys and values are expanded from
-  the cached latent inside attention and never exist per new position, so there is no ``hook_k``/``hook_v``: read
-  keys at ``hook_rot_k``. Query/key heads are ``qk_head_dim`` wide, value heads (``hook_z``) ``v_head_dim``.
+- ``latent``: Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4-MoE-Lite). ``q`` is the query
+  (up-)projection, ``[..., heads * d_head]`` with each head ``[non-rotary | rotary]``; ``qkv`` is the key/value
+  up-projection of the compressed latent, ``[..., heads * (d_head_nope + d_head_v)]`` with each head
+  ``[key's non-rotary part | value]``. The key's rotary part is one head shared by all heads, projected
+  separately; it exists per head only inside attention (``hook_rot_k``). The up-projection runs on the cached
+  latents, so ``hook_k``/``hook_v`` span the key positions (``k_pos``), cached ones included.
 """
 
 
@@ -67,10 +67,13 @@ class Family:
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
+    """Query projection (``separate``/``latent``). Any path may list alternatives, ``"a|b"``: the first that exists
+    is used (DeepSeek's low-rank ``q_b_proj`` or, when ``q_lora_rank`` is None, the full ``q_proj``)."""
     k: str | None = "self_attn.k_proj"
     v: str | None = "self_attn.v_proj"
-    """None (multi-head latent attention): keys and values are expanded from a cached latent inside attention, so
-    no module holds this call's per-head k or v; ``hook_rot_k`` and ``hook_z`` still exist."""
+    """None (multi-head latent attention without a per-head up-projection): keys and values are expanded from a
+    cached latent inside attention, so no module holds this call's per-head k or v; ``hook_rot_k`` and ``hook_z``
+    still exist."""
     q_gated: bool = False
     """Gated attention (Qwen3-Next): ``q`` emits ``[query | gate]`` per head, ``[heads, 2, d_head]``; ``hook_q`` is
     the query half, and ``hook_z`` (the input of ``o``) is already multiplied by ``sigmoid(gate)``."""
@@ -130,8 +133,9 @@ class Family:
 
     attention: Literal["registry", "gptj"] = "registry"
     """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
-    softmax: Literal["float32", "native"] = "float32"
-    """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
+    softmax: Literal["float32", "native", "max_native"] = "float32"
+    """Eager softmax flavour: in float32 then cast back (most families), in the native dtype (GPT-2), or in the native
+    dtype after subtracting each row's max, on every layer (``max_native``: MiMo-V2-Flash)."""
     sinks: Literal["column", "column_fp32", "output_scale"] | None = None
     """How learned per-head attention sinks (``attn.sinks``) enter the eager attention: ``column``, an extra softmax
     logit after subtracting the row max, dropped from the pattern (GPT-OSS; also assumed when the module has sinks and
@@ -152,7 +156,14 @@ class Family:
     attention, MLP or MoE; MiniMax's ``self_attn`` is softmax or lightning attention); a group not listed exists
     exactly where its modules do (``has_group``), which already tells Jamba's ``self_attn`` and ``mamba`` apart."""
     moe: bool = False
-    """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
+    """Mixture-of-experts MLP: no single hidden activation, so ``hook_mlp_out`` (and the router points) replace
+    ``hook_pre``/``hook_post`` in its MoE blocks; blocks with a dense MLP (DeepSeek's first layers) keep them."""
+    router: str | None = None
+    """MoE router module in a block. Its output (first element of a tuple) is the router logits,
+    ``[tokens, n_experts]``: ``mlp.hook_router_logits``. Blocks without this module have no router points."""
+    experts: str | None = None
+    """MoE experts module, called ``experts(hidden, expert_indices, expert_weights)`` (transformers' common MoE
+    interface): its second and third inputs are ``mlp.hook_expert_indices`` and ``mlp.hook_expert_weights``."""
     block_overrides: dict[str, dict] = field(default_factory=dict)
     """Decoder-block class name → fields that differ in blocks of that class, for models that mix block kinds with
     different module names (Inkling2's full-attention blocks normalize q, k and v inputs separately)."""
@@ -191,15 +202,28 @@ class Family:
         return self.mlp_gate is not None or self.mlp_gate_up is not None
 
 
+def _get(module: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None
+
+
 def has_module(root: nn.Module, path: str | None) -> bool:
-    """Whether ``path`` names a submodule of ``root`` (hybrid blocks differ in which modules they have). An
-    ``nn.Identity`` placeholder (a norm switched off by the config) counts as absent."""
+    """Whether ``path`` (or one of its ``"a|b"`` alternatives) names a submodule of ``root`` (hybrid blocks differ in
+    which modules they have). An ``nn.Identity`` placeholder (a norm switched off by the config) counts as absent."""
     if path is None:
         return False
-    try:
-        return not isinstance(root.get_submodule(path), nn.Identity)
-    except AttributeError:
-        return False
+    return any(m is not None and not isinstance(m, nn.Identity) for m in (_get(root, p) for p in path.split("|")))
+
+
+def resolve(module: nn.Module, path: str) -> nn.Module:
+    """The submodule at ``path``; ``"a|b"`` lists alternatives, the first that exists is used."""
+    for p in path.split("|"):
+        sub = _get(module, p)
+        if sub is not None:
+            return sub
+    raise AttributeError(f"{type(module).__name__} has none of the submodules {path.split('|')}")
 
 
 LLAMA = Family(name="llama", model_types=("llama",))
@@ -212,6 +236,8 @@ POST_NORM_GEMMA = {
 }
 POST_NORM_ONLY = {"ln1_post": "post_attention_layernorm", "ln2_post": "post_feedforward_layernorm"}
 PLAIN_MLP = dict(mlp_gate=None, mlp_in="mlp.up_proj")
+MOE = dict(moe=True, router="mlp.gate", experts="mlp.experts")
+"""transformers' common MoE block: ``mlp.gate`` returns ``(logits, weights, indices)``, ``mlp.experts`` takes them."""
 
 GPT2 = Family(
     name="gpt2", model_types=("gpt2",),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import GPT2, LLAMA, Family, PLAIN_MLP, POST_NORM_GEMMA, POST_NORM_ONLY
+from .base import GPT2, LLAMA, MOE, Family, PLAIN_MLP, POST_NORM_GEMMA, POST_NORM_ONLY
 
 FAMILIES: tuple[Family, ...] = (
     GPT2,
@@ -31,11 +31,11 @@ FAMILIES: tuple[Family, ...] = (
     ),
     LLAMA,
     replace(LLAMA, name="mistral", model_types=("mistral", "ministral")),
-    replace(LLAMA, name="mixtral", model_types=("mixtral",), moe=True),
+    replace(LLAMA, name="mixtral", model_types=("mixtral",), **MOE),
     replace(LLAMA, name="qwen2", model_types=("qwen2", "seed_oss")),
-    replace(LLAMA, name="qwen2_moe", model_types=("qwen2_moe",), moe=True),
+    replace(LLAMA, name="qwen2_moe", model_types=("qwen2_moe",), **MOE, notes="hook_mlp_out includes the sigmoid-gated shared expert."),
     replace(LLAMA, name="qwen3", model_types=("qwen3",), notes="q and k are RMS-normed per head before RoPE; hook_rot_q/k are after both."),
-    replace(LLAMA, name="qwen3_moe", model_types=("qwen3_moe",), moe=True, notes="q and k are RMS-normed per head before RoPE; hook_rot_q/k are after both."),
+    replace(LLAMA, name="qwen3_moe", model_types=("qwen3_moe",), **MOE, notes="q and k are RMS-normed per head before RoPE; hook_rot_q/k are after both."),
     replace(LLAMA, name="gemma", model_types=("gemma",), norm_weight_offset=1.0, notes="hook_embed includes the sqrt(d_model) scaling."),
     replace(
         LLAMA, name="gemma2", model_types=("gemma2", "gemma3_text"), norms=POST_NORM_GEMMA, norm_weight_offset=1.0,
@@ -77,7 +77,7 @@ FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="arcee", model_types=("arcee",), **PLAIN_MLP),
     replace(LLAMA, name="nemotron", model_types=("nemotron",), norm_type="LN", norm_weight_offset=1.0, **PLAIN_MLP,
             notes="LayerNorm with (1 + weight) and a bias."),
-    replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe=True, notes="Attention sinks: each head's softmax includes a learned sink logit, dropped from hook_pattern (rows sum to less than 1)."),
+    replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), **MOE | {"router": "mlp.router"}, notes="Attention sinks: each head's softmax includes a learned sink logit, dropped from hook_pattern (rows sum to less than 1)."),
     replace(LLAMA, name="helium", model_types=("helium", "smollm3")),
     replace(
         LLAMA, name="cohere", model_types=("cohere", "cohere2"), norms={"ln1": "input_layernorm"},
