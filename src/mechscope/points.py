@@ -57,6 +57,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
     def add_norm(prefix: str, module: nn.Module, layer: int | None) -> None:
+        if isinstance(module, nn.Identity):  # a block without this norm (ModernBERT's first block)
+            return
         add(f"{prefix}.hook_scale", NormScale(module, centred=fam.norm_type == "LN"), layer, (B, P, 1))
         add(f"{prefix}.hook_normalized", Whole("out", module), layer, (B, P, d))
 

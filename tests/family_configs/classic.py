@@ -1,6 +1,11 @@
 """Tiny configs for ``mechscope.families.classic``: model_type (or variant key) → overrides of ``families.COMMON``."""
 
-CONFIGS: dict[str, dict] = {}
+CONFIGS: dict[str, dict] = {
+    "gpt-sw3": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=96),
+    "jais2": {},
+    "diffllama": dict(num_key_value_heads=4),
+    "modernbert-decoder": dict(global_attn_every_n_layers=2, local_attention=4, num_hidden_layers=3),
+}
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
