@@ -10,11 +10,13 @@ Traps handled here (see ``shared/notes/hf-internals.md``):
 - the name must also be registered in ``AttentionMaskInterface`` or the model silently gets no causal mask;
 - ``"eager"`` is not a registry key, so registering it would override eager for every model in the process;
 - softmax flavours differ: float32-then-cast (most families) vs native dtype (GPT-2);
-- GPT-J does not use the registry: its ``_attn`` method is replaced on the instance while hooked.
+- families that do not use the registry (GPT-J, GPT-Neo, CodeGen, ...) get their pattern-computing method
+  replaced on the instance while hooked (``METHODS``), by a copy that does the same ops and fires the hooks.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 
@@ -129,6 +131,104 @@ def gptj_attn(module: nn.Module, query, key, value, attention_mask=None):
     pattern = _fire(state, "pattern", pattern)
     pattern = module.attn_dropout(pattern)
     return torch.matmul(pattern, value), pattern
+
+
+def gpt_neo_attn(module: nn.Module, query, key, value, attention_mask=None):
+    """GPT-Neo's ``GPTNeoSelfAttention._attn`` with hook points: no 1/sqrt(d_head) scaling; the causal (and, in local
+    layers, sliding-window) mask is the module's ``bias`` buffer, applied with ``where`` before the additive mask."""
+    state = _STATE[module]
+    query = query.to(torch.float32)
+    key = key.to(torch.float32)
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    query_length, key_length = query.size(-2), key.size(-2)
+    causal_mask = module.bias[:, :, key_length - query_length : key_length, :key_length]
+    mask_value = torch.finfo(scores.dtype).min
+    mask_value = torch.tensor(mask_value, dtype=scores.dtype, device=scores.device)
+    scores = torch.where(causal_mask, scores, mask_value)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    scores = _fire(state, "attn_scores", scores)
+    pattern = F.softmax(scores, dim=-1)
+    pattern = pattern.to(value.dtype)
+    pattern = _fire(state, "pattern", pattern)
+    pattern = module.attn_dropout(pattern)
+    return torch.matmul(pattern, value), pattern
+
+
+def codegen_attn(module: nn.Module, query, key, value, attention_mask=None):
+    """CodeGen's ``CodeGenAttention._attn`` with hook points: the mask is added *before* dividing by sqrt(d_head)."""
+    state = _STATE[module]
+    query = _fire(state, "rot_q", query)
+    key = _fire(state, "rot_k", key)
+    query = query.to(torch.float32)
+    key = key.to(torch.float32)
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    scores = scores / module.scale_attn
+    scores = _fire(state, "attn_scores", scores)
+    pattern = nn.Softmax(dim=-1)(scores)
+    pattern = pattern.to(value.dtype)
+    pattern = _fire(state, "pattern", pattern)
+    pattern = module.attn_dropout(pattern)
+    return torch.matmul(pattern, value), pattern
+
+
+def neox_japanese_attn(module: nn.Module, query, key, value, attention_mask=None):
+    """GPT-NeoX-Japanese's ``_attn`` with hook points: scaled scores from one ``baddbmm``, softmax in the native
+    dtype, dropout before the cast to the value dtype."""
+    state = _STATE[module]
+    query = _fire(state, "rot_q", query)
+    key = _fire(state, "rot_k", key)
+    batch_size, num_attention_heads, query_length, attn_head_size = query.size()
+    key_length = key.size(-2)
+    query = query.reshape(batch_size * num_attention_heads, query_length, attn_head_size)
+    key = key.reshape(batch_size * num_attention_heads, key_length, attn_head_size)
+    zeros = torch.zeros(batch_size * num_attention_heads, query_length, key_length, dtype=query.dtype,
+                        device=key.device)
+    scores = torch.baddbmm(zeros, query, key.transpose(1, 2), beta=1.0, alpha=1.0 / module.norm_factor)
+    scores = scores.view(batch_size, num_attention_heads, query_length, -1)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    scores = _fire(state, "attn_scores", scores)
+    pattern = F.softmax(scores, dim=-1)
+    pattern = _fire(state, "pattern", pattern)
+    pattern = module.attention_dropout(pattern)
+    pattern = pattern.to(value.dtype)
+    return torch.matmul(pattern, value), pattern
+
+
+def openai_attn(module: nn.Module, q, k, v, attention_mask=None, output_attentions=False):
+    """OpenAI GPT's ``Attention._attn`` with hook points; ``k`` arrives transposed, ``[b, h, d_head, pos]``. The
+    causal mask is ``w * b - 1e4 * (1 - b)`` from the ``bias`` buffer, so masked scores are -1e4, not finfo.min."""
+    state = _STATE[module]
+    w = torch.matmul(q, k)
+    if module.scale:
+        w = w / math.sqrt(v.size(-1))
+    b = module.bias[:, :, : w.size(-2), : w.size(-1)]
+    w = w * b + -1e4 * (1 - b)
+    if attention_mask is not None:
+        w = w + attention_mask
+    w = _fire(state, "attn_scores", w)
+    w = F.softmax(w, dim=-1)
+    w = _fire(state, "pattern", w)
+    p = module.attn_dropout(w)
+    outputs = [torch.matmul(p, v)]
+    if output_attentions:
+        outputs.append(p)
+    return outputs
+
+
+METHODS = {
+    "gptj": ("_attn", gptj_attn),
+    "gpt_neo": ("_attn", gpt_neo_attn),
+    "codegen": ("_attn", codegen_attn),
+    "gpt_neox_japanese": ("_attn", neox_japanese_attn),
+    "openai": ("_attn", openai_attn),
+}
+"""``Family.attention`` → (method of the attention module that computes the pattern, its hooked replacement).
+While an attention internal is hooked the replacement is bound on the instance (``module.<method>``), shadowing
+the class's method; removing the instance attribute restores HF's code."""
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, mechscope_attention)

@@ -77,16 +77,21 @@ class Heads(Site):
     """``[..., n * d_head]`` seen as ``[..., n, d_head]``, optionally a column slice of a fused output.
 
     ``lo:hi`` selects a contiguous slice (``[q | k | v]`` layouts); ``part`` selects one of three interleaved
-    per-head chunks (``[heads, 3, d_head]`` layouts)."""
+    chunks in each of ``groups`` groups (``[groups, 3, n / groups * d_head]`` layouts; groups defaults to n,
+    the per-head ``[heads, 3, d_head]`` layout)."""
 
     def __init__(self, where: str, module: nn.Module, n: int, d_head: int,
-                 lo: int | None = None, hi: int | None = None, part: int | None = None):
+                 lo: int | None = None, hi: int | None = None, part: int | None = None, groups: int | None = None):
         self.anchor = (where, module)
         self.n, self.d_head, self.lo, self.hi, self.part = n, d_head, lo, hi, part
+        self.groups = groups or n
+
+    def _grouped(self, raw):
+        return raw.unflatten(-1, (self.groups, 3, self.n // self.groups * self.d_head))
 
     def read(self, raw, ctx):
         if self.part is not None:
-            return raw.unflatten(-1, (self.n, 3, self.d_head))[..., self.part, :]
+            return self._grouped(raw)[..., self.part, :].unflatten(-1, (self.n // self.groups, self.d_head)).flatten(-3, -2)
         if self.lo is not None:
             raw = raw[..., self.lo:self.hi]
         return raw.unflatten(-1, (self.n, self.d_head))
@@ -94,7 +99,7 @@ class Heads(Site):
     def write(self, raw, new, old, ctx):
         if self.part is not None:
             out = raw.clone()
-            out.unflatten(-1, (self.n, 3, self.d_head))[..., self.part, :] = new
+            self._grouped(out)[..., self.part, :] = new.flatten(-2).unflatten(-1, (self.groups, -1))
             return out
         if self.lo is not None:
             return torch.cat([raw[..., :self.lo], new.flatten(-2), raw[..., self.hi:]], dim=-1)
@@ -259,10 +264,10 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
 
 def _out_hook(entries: list[Entry]):
     def hook(module, args, kwargs, output):
-        is_tuple = isinstance(output, tuple)
-        raw, changed = run_entries(entries, output[0] if is_tuple else output, (args, kwargs))
+        is_seq = isinstance(output, (tuple, list))  # OpenAI GPT's modules return lists
+        raw, changed = run_entries(entries, output[0] if is_seq else output, (args, kwargs))
         if changed:
-            return (raw, *output[1:]) if is_tuple else raw
+            return type(output)((raw, *output[1:])) if is_seq else raw
         return None
 
     return hook
@@ -290,8 +295,8 @@ def _resid_mid_fixup(sites: list[ResidMid]):
                 s.delta = None
         if delta is None:
             return None
-        if isinstance(output, tuple):
-            return (output[0] + delta, *output[1:])
+        if isinstance(output, (tuple, list)):
+            return type(output)((output[0] + delta, *output[1:]))
         return output + delta
 
     return hook

@@ -83,7 +83,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             v = Heads("out", fused, kv, dh, (h + kv) * dh, (h + 2 * kv) * dh)
         else:
             fused = sub(fam.qkv)
-            q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
+            q, k, v = (Heads("out", fused, n, dh, part=fam.qkv_order.index(c), groups=fam.qkv_groups)
+                       for c, n in (("q", h), ("k", kv), ("v", kv)))
         add(f"{b}.attn.hook_q", q, l, (B, P, h, dh))
         add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
         add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
@@ -100,7 +101,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
         if fam.resid_mid:
-            add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
+            mid = ResidMid(sub(fam.resid_mid), block) if fam.resid_mid_shared else Whole("in", sub(fam.resid_mid))
+            add(f"{b}.hook_resid_mid", mid, l, (B, P, d))
         if "ln2" in fam.norms:
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         m = cfg.d_mlp
@@ -120,7 +122,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
         add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
 
-    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
+    if fam.ln_final:
+        add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
     return pts
 
 

@@ -1,12 +1,16 @@
 """Tiny configs for ``mechscope.families.classic``: model_type (or variant key) → overrides of ``families.COMMON``."""
 
 CONFIGS: dict[str, dict] = {
+    "gpt_neo": dict(num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4),
+    "codegen": dict(n_embd=64, n_layer=2, num_attention_heads=8, n_positions=64, n_inner=96, rotary_dim=4),
+    "gpt_neox_japanese": dict(intermediate_multiple_size=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+    "openai-gpt": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64),
     "gpt-sw3": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=96),
     "jais2": {},
     "diffllama": dict(num_key_value_heads=4),
     "modernbert-decoder": dict(global_attn_every_n_layers=2, local_attention=4, num_hidden_layers=3),
 }
-EAGER_ONLY: set[str] = set()
+EAGER_ONLY: set[str] = {"gpt_neo", "codegen", "gpt_neox_japanese", "openai-gpt"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

@@ -22,8 +22,9 @@ QKVLayout = Literal["separate", "split", "interleaved"]
 - ``separate``: three modules (``q``, ``k``, ``v``), each ``[..., heads * d_head]``.
 - ``split``: one fused module ``qkv`` whose output is ``[q | k | v]`` along the last axis
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
-- ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
-  (GPT-NeoX and Persimmon ``query_key_value``).
+- ``interleaved``: one fused module whose output is ``[groups, 3, heads / groups * d_head]`` per position, the
+  three chunks in ``Family.qkv_order``: one group per head in GPT-NeoX and Persimmon ``query_key_value``
+  (``[heads, 3, d_head]``), four groups ordered q, v, k in CodeGen's ``qkv_proj``.
 """
 
 
@@ -46,8 +47,8 @@ class Family:
     """Learned positional embedding module (output is ``hook_pos_embed``); None for rotary/ALiBi models."""
     layers: str = "model.layers"
     """The ``ModuleList`` of decoder blocks."""
-    ln_final: str = "model.norm"
-    """Final norm before the unembedding."""
+    ln_final: str | None = "model.norm"
+    """Final norm before the unembedding (None: the last block's output is unembedded, e.g. post-LN OpenAI GPT)."""
     unembed: str = "lm_head"
     """Unembedding (``W_U``)."""
 
@@ -60,6 +61,10 @@ class Family:
     v: str = "self_attn.v_proj"
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
+    qkv_groups: int | None = None
+    """``interleaved`` layout: number of groups (None: one per head, the NeoX layout)."""
+    qkv_order: str = "qkv"
+    """``interleaved`` layout: order of the q, k and v chunks inside a group (CodeGen: ``qvk``)."""
     o: str = "self_attn.o_proj"
     """Output projection; its input is ``hook_z``."""
 
@@ -76,6 +81,10 @@ class Family:
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
+    resid_mid_shared: bool = True
+    """HF keeps its own reference to the resid_mid tensor for the residual add after the MLP (pre-norm blocks), so
+    a replacement is also added to the block's output. False in post-LN blocks, where resid_mid (attention output +
+    block input) is read only by the norm whose output becomes the stream."""
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 
@@ -88,8 +97,9 @@ class Family:
     mlp_down: str | None = "mlp.down_proj"
     """Output projection; its input is ``hook_post``."""
 
-    attention: Literal["registry", "gptj"] = "registry"
-    """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
+    attention: Literal["registry", "gptj", "gpt_neo", "codegen", "gpt_neox_japanese", "openai"] = "registry"
+    """How attention internals are reached: transformers' attention-function registry, or (any other value) the
+    family's own pattern-computing method, replaced on the instance while hooked (``attention.METHODS``)."""
     softmax: Literal["float32", "native"] = "float32"
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
     rotary: bool = True

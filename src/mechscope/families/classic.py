@@ -10,6 +10,47 @@ from dataclasses import replace
 from .base import GPT2, LLAMA, Family
 
 FAMILIES: tuple[Family, ...] = (
+    replace(
+        GPT2, name="gpt_neo", model_types=("gpt_neo",), softmax="float32",
+        attn="attn.attention", qkv_layout="separate", q="attn.attention.q_proj", k="attn.attention.k_proj",
+        v="attn.attention.v_proj", o="attn.attention.out_proj", attention="gpt_neo",
+        notes="Scores are not scaled by 1/sqrt(d_head). Layers alternate global and local (sliding-window, "
+        "config.window_size) attention; the window lives in each attention's causal-mask buffer, so masked "
+        "scores are finfo.min in both. " + GPT2.notes,
+    ),
+    Family(
+        name="codegen", model_types=("codegen",),
+        embed="transformer.wte", layers="transformer.h", ln_final="transformer.ln_f",
+        attn="attn", qkv_layout="interleaved", qkv="attn.qkv_proj", qkv_groups=4, qkv_order="qvk",
+        o="attn.out_proj", norms={"ln1": "ln_1"}, norm_type="LN", attn_out="attn", resid_mid=None, parallel=True,
+        mlp_gate=None, mlp_in="mlp.fc_in", mlp_down="mlp.fc_out", attention="codegen",
+        notes="Parallel block with one norm (like GPT-J): attention and MLP both read ln1; there is no resid_mid. "
+        "qkv_proj is laid out for 4 model-parallel shards, each [q | v | k]. Only the first rotary_dim dims of each "
+        "head are rotated. hook_attn_scores is (q.k + mask) / sqrt(d_head): HF adds the mask before scaling.",
+    ),
+    Family(
+        name="gpt_neox_japanese", model_types=("gpt_neox_japanese",),
+        embed="gpt_neox_japanese.embed_in", layers="gpt_neox_japanese.layers",
+        ln_final="gpt_neox_japanese.final_layer_norm", unembed="embed_out",
+        attn="attention", qkv_layout="interleaved", qkv="attention.query_key_value", o="attention.dense",
+        norm_type="LN", attn_out="attention", mlp_gate=None, mlp_in="mlp.dense_h_to_4h",
+        mlp_down="mlp.dense_4h_to_h", attention="gpt_neox_japanese",
+        notes="Sequential residual. In the last block HF adds the attention's dense_bias outside the attention "
+        "module, so that block's hook_attn_out is attention's output without that bias (resid_mid includes it). "
+        "Only part of each head is rotated (partial_rotary_factor).",
+    ),
+    Family(
+        name="openai_gpt", model_types=("openai-gpt",),
+        embed="transformer.tokens_embed", pos_embed="transformer.positions_embed", layers="transformer.h",
+        ln_final=None, attn="attn", qkv_layout="split", qkv="attn.c_attn", o="attn.c_proj",
+        norms={"ln1": "ln_1", "ln2": "ln_2"}, norm_type="LN", attn_out="attn", resid_mid="ln_1",
+        resid_mid_shared=False, mlp_gate=None, mlp_in="mlp.c_fc", mlp_down="mlp.c_proj", attention="openai",
+        rotary=False,
+        notes="Post-LN blocks (the original GPT): resid_mid = resid_pre + attn_out is the input of ln1, whose output "
+        "is what the MLP reads and adds to; ln2 normalises (that + mlp_out) into resid_post. There is no final "
+        "norm: the last resid_post is unembedded. Masked scores are -1e4 (HF's w * b - 1e4 * (1 - b)), plus the "
+        "padding mask. hook_embed and hook_pos_embed are summed (then dropout) into blocks.0.hook_resid_pre.",
+    ),
     replace(GPT2, name="gpt_sw3", model_types=("gpt-sw3",),
             notes="GPT-SW3 checkpoints are GPT-2 models (their config says model_type 'gpt2'). " + GPT2.notes),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
