@@ -7,6 +7,8 @@ CONFIGS: dict[str, dict] = {
     "openai-gpt": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64),
     "gpt-sw3": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=96),
     "jais2": {},
+    "biogpt": dict(num_key_value_heads=None),
+    "ctrl": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, dff=96),
     "diffllama": dict(num_key_value_heads=4),
     "modernbert-decoder": dict(global_attn_every_n_layers=2, local_attention=4, num_hidden_layers=3),
 }

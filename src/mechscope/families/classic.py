@@ -53,6 +53,28 @@ FAMILIES: tuple[Family, ...] = (
     ),
     replace(GPT2, name="gpt_sw3", model_types=("gpt-sw3",),
             notes="GPT-SW3 checkpoints are GPT-2 models (their config says model_type 'gpt2'). " + GPT2.notes),
+    Family(
+        name="biogpt", model_types=("biogpt",),
+        embed="biogpt.embed_tokens", pos_embed="biogpt.embed_positions", layers="biogpt.layers",
+        ln_final="biogpt.layer_norm", unembed="output_projection", attn="self_attn", o="self_attn.out_proj",
+        norms={"ln1": "self_attn_layer_norm", "ln2": "final_layer_norm"}, norm_type="LN", attn_out="self_attn",
+        resid_mid="final_layer_norm", mlp=None, mlp_out="fc2", mlp_gate=None, mlp_in="fc1", mlp_down="fc2",
+        softmax="native", rotary=False,
+        notes="hook_embed includes the sqrt(d_model) scaling (scale_embedding); hook_embed and hook_pos_embed are "
+        "summed (then dropout) into blocks.0.hook_resid_pre. The MLP is inline in the block: hook_mlp_out is "
+        "fc2's output (before the residual dropout, a no-op in eval).",
+    ),
+    Family(
+        name="ctrl", model_types=("ctrl",),
+        embed="transformer.w", layers="transformer.h", ln_final="transformer.layernorm",
+        attn="multi_head_attention", q="multi_head_attention.Wq", k="multi_head_attention.Wk",
+        v="multi_head_attention.Wv", o="multi_head_attention.dense",
+        norms={"ln1": "layernorm1", "ln2": "layernorm2"}, norm_type="LN", attn_out="multi_head_attention",
+        resid_mid="layernorm2", mlp="ffn", mlp_out="ffn", mlp_gate=None, mlp_in="ffn.0", mlp_down="ffn.2",
+        softmax="native", rotary=False,
+        notes="hook_embed is the raw token embedding: the model multiplies it by sqrt(d_model) and adds fixed "
+        "sinusoidal positions (a buffer, so there is no hook_pos_embed) to form blocks.0.hook_resid_pre.",
+    ),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
     replace(
         LLAMA, name="diffllama", model_types=("diffllama",),
