@@ -219,12 +219,93 @@ def openai_attn(module: nn.Module, q, k, v, attention_mask=None, output_attentio
     return outputs
 
 
+def bloom_forward(module: nn.Module, hidden_states, residual, alibi, attention_mask, layer_past=None,
+                  use_cache=False, output_attentions=False, **kwargs):
+    """``BloomAttention.forward`` with hook points (the ALiBi scores are computed inline, in one ``baddbmm``):
+    scores = alibi + q.k / sqrt(d_head), plus the mask; softmax in float32. Like HF, it returns the attention
+    output *plus the residual*; mechscope's ``hook_attn_out`` reads the ``dense`` projection instead."""
+    from transformers.models.bloom.modeling_bloom import dropout_add
+
+    state = _STATE[module]
+    batch_size, q_length, _ = hidden_states.shape
+    fused_qkv = module.query_key_value(hidden_states)
+    query_layer, key_layer, value_layer = module._reshape(fused_qkv)
+    if layer_past is not None:
+        key_layer, value_layer = layer_past.update(key_layer, value_layer, module.layer_idx)
+    query_layer = query_layer.reshape(batch_size * module.num_heads, -1, module.head_dim)
+    key_layer = key_layer.reshape(batch_size * module.num_heads, -1, module.head_dim).transpose(-1, -2)
+    value_layer = value_layer.reshape(batch_size * module.num_heads, -1, module.head_dim)
+    attention_scores = alibi.baddbmm(batch1=query_layer, batch2=key_layer, beta=module.beta,
+                                     alpha=module.inv_norm_factor)
+    attn_weights = attention_scores.view(batch_size, module.num_heads, q_length, -1)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = _fire(state, "attn_scores", attn_weights)
+    attention_probs = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_layer.dtype)
+    attention_probs = _fire(state, "pattern", attention_probs)
+    attention_probs = module.attention_dropout(attention_probs)
+    attention_probs_reshaped = attention_probs.reshape(batch_size * module.num_heads, q_length, -1)
+    context_layer = torch.bmm(attention_probs_reshaped, value_layer)
+    context_layer = module._merge_heads(context_layer)
+    if module.pretraining_tp > 1 and module.slow_but_exact:
+        slices = module.hidden_size / module.pretraining_tp
+        output_tensor = torch.zeros_like(context_layer)
+        for i in range(module.pretraining_tp):
+            output_tensor = output_tensor + F.linear(
+                context_layer[:, :, int(i * slices) : int((i + 1) * slices)],
+                module.dense.weight[:, int(i * slices) : int((i + 1) * slices)],
+            )
+    else:
+        output_tensor = module.dense(context_layer)
+    output_tensor = dropout_add(output_tensor, residual, module.hidden_dropout, module.training)
+    return output_tensor, attention_probs
+
+
+def mpt_forward(module: nn.Module, hidden_states, position_bias, past_key_values=None, attention_mask=None,
+                **kwargs):
+    """``MptAttention.forward`` with hook points: scores = q.k * softmax_scale + ALiBi bias, then the boolean mask
+    fills finfo.min; softmax in float32."""
+    state = _STATE[module]
+    batch_size, seq_length = hidden_states.shape[:2]
+    mixed_qkv = module.Wqkv(hidden_states)
+    if module.clip_qkv:
+        mixed_qkv = mixed_qkv.clamp(min=-module.clip_qkv, max=module.clip_qkv)
+    query_states, key_states, value_states = mixed_qkv.chunk(3, dim=2)
+    query_states = query_states.reshape(batch_size, seq_length, module.n_heads, module.head_dim).transpose(1, 2)
+    key_states = key_states.reshape(batch_size, seq_length, module.n_heads, module.head_dim).transpose(1, 2)
+    value_states = value_states.reshape(batch_size, seq_length, module.n_heads, module.head_dim).transpose(1, 2)
+    if past_key_values is not None:
+        key_states, value_states = past_key_values.update(key_states, value_states, module.layer_idx)
+    attention_scores = torch.matmul(query_states, key_states.transpose(-1, -2)) * module.softmax_scale
+    query_length = seq_length if past_key_values is None else seq_length + past_key_values.get_seq_length()
+    if position_bias is not None:
+        if len(position_bias.shape) != 3:
+            raise ValueError(f"Expecting position_bias shape to be 3 dimensions, got {len(position_bias.shape)}")
+        key_length = key_states.shape[-2]
+        position_bias_query_index = max(0, position_bias.size(1) - query_length)
+        position_bias_key_index = max(0, position_bias.size(2) - key_length)
+        position_bias = position_bias[:, position_bias_query_index:, position_bias_key_index:]
+        attention_scores = attention_scores + position_bias
+    if attention_mask is not None:
+        attention_scores = attention_scores.masked_fill(attention_mask, torch.finfo(query_states.dtype).min)
+    attention_scores = _fire(state, "attn_scores", attention_scores)
+    attn_weights = F.softmax(attention_scores.float(), dim=-1).to(value_states.dtype)
+    attn_weights = _fire(state, "pattern", attn_weights)
+    attn_weights = F.dropout(attn_weights, p=module.attn_dropout_p, training=module.training)
+    context_states = torch.matmul(attn_weights, value_states)
+    context_states = context_states.permute(0, 2, 1, 3).contiguous().view(batch_size, seq_length, -1)
+    attn_output = module.out_proj(context_states)
+    return attn_output, attn_weights
+
+
 METHODS = {
     "gptj": ("_attn", gptj_attn),
     "gpt_neo": ("_attn", gpt_neo_attn),
     "codegen": ("_attn", codegen_attn),
     "gpt_neox_japanese": ("_attn", neox_japanese_attn),
     "openai": ("_attn", openai_attn),
+    "bloom": ("forward", bloom_forward),
+    "mpt": ("forward", mpt_forward),
 }
 """``Family.attention`` → (method of the attention module that computes the pattern, its hooked replacement).
 While an attention internal is hooked the replacement is bound on the instance (``module.<method>``), shadowing

@@ -75,6 +75,29 @@ FAMILIES: tuple[Family, ...] = (
         notes="hook_embed is the raw token embedding: the model multiplies it by sqrt(d_model) and adds fixed "
         "sinusoidal positions (a buffer, so there is no hook_pos_embed) to form blocks.0.hook_resid_pre.",
     ),
+    Family(
+        name="bloom", model_types=("bloom",),
+        embed="transformer.word_embeddings", layers="transformer.h", ln_final="transformer.ln_f",
+        attn="self_attention", qkv_layout="interleaved", qkv="self_attention.query_key_value",
+        o="self_attention.dense", norm_type="LN", attn_out="self_attention.dense",
+        mlp_gate=None, mlp_in="mlp.dense_h_to_4h", mlp_down="mlp.dense_4h_to_h", mlp_out="mlp.dense_4h_to_h",
+        attention="bloom", rotary=False,
+        notes="ALiBi: hook_attn_scores includes the per-head linear position bias. The embedding is LayerNormed "
+        "(word_embeddings_layernorm) before blocks.0.hook_resid_pre. HF's attention and MLP modules add the "
+        "residual themselves, so hook_attn_out/hook_mlp_out are the dense projections' outputs (what is added). "
+        "With apply_residual_connection_post_layernorm=True the residual is the norm's output, not resid_pre/mid.",
+    ),
+    Family(
+        name="mpt", model_types=("mpt",),
+        embed="transformer.wte", layers="transformer.blocks", ln_final="transformer.norm_f",
+        attn="attn", qkv_layout="split", qkv="attn.Wqkv", o="attn.out_proj",
+        norms={"ln1": "norm_1", "ln2": "norm_2"}, norm_type="LN", attn_out="attn", resid_mid="norm_2",
+        mlp="ffn", mlp_gate=None, mlp_in="ffn.up_proj", mlp_down="ffn.down_proj", mlp_out="ffn.down_proj",
+        attention="mpt", rotary=False,
+        notes="ALiBi: hook_attn_scores includes the position bias. hook_q/k/v are Wqkv's output, before the "
+        "clip_qkv clamp that attention applies when configured. HF's MLP adds the residual itself, so "
+        "hook_mlp_out is down_proj's output.",
+    ),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
     replace(
         LLAMA, name="diffllama", model_types=("diffllama",),
