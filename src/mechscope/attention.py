@@ -298,6 +298,57 @@ def mpt_forward(module: nn.Module, hidden_states, position_bias, past_key_values
     return attn_output, attn_weights
 
 
+def xglm_forward(module: nn.Module, hidden_states, key_value_states=None, past_key_values=None,
+                 attention_mask=None, **kwargs):
+    """``XGLMAttention.forward`` (self-attention path) with hook points: q is scaled before q.k, the mask is added
+    and clamped at finfo.min, softmax in the native dtype (float32 for float16)."""
+    if key_value_states is not None:  # cross-attention is not a self-attention hook point: run HF's own code
+        return type(module).forward(module, hidden_states, key_value_states, past_key_values, attention_mask, **kwargs)
+    from transformers.cache_utils import EncoderDecoderCache
+
+    state = _STATE[module]
+    bsz, tgt_len, _ = hidden_states.size()
+    src_len = tgt_len
+    query_states = module.q_proj(hidden_states) * module.scaling
+    curr_past_key_values = past_key_values
+    if isinstance(past_key_values, EncoderDecoderCache):
+        curr_past_key_values = past_key_values.self_attention_cache
+    key_states = module.k_proj(hidden_states)
+    value_states = module.v_proj(hidden_states)
+    key_states = key_states.view(bsz, src_len, -1, module.head_dim).transpose(1, 2)
+    value_states = value_states.view(bsz, src_len, -1, module.head_dim).transpose(1, 2)
+    if past_key_values is not None:
+        key_states, value_states = curr_past_key_values.update(key_states, value_states, module.layer_idx)
+    proj_shape = (bsz * module.num_heads, -1, module.head_dim)
+    query_states = query_states.view(bsz, tgt_len, module.num_heads, module.head_dim).transpose(1, 2)
+    query_states = query_states.reshape(*proj_shape)
+    key_states = key_states.reshape(*proj_shape)
+    value_states = value_states.reshape(*proj_shape)
+    src_len = key_states.size(1)
+    attn_weights = torch.bmm(query_states, key_states.transpose(1, 2))
+    attn_weights = attn_weights.view(bsz, module.num_heads, tgt_len, src_len)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+        attn_weights = torch.max(
+            attn_weights, torch.full((), torch.finfo(attn_weights.dtype).min, device=attn_weights.device)
+        )
+    attn_weights = _fire(state, "attn_scores", attn_weights)
+    attn_weights = attn_weights.reshape(bsz * module.num_heads, tgt_len, src_len)
+    if attn_weights.dtype == torch.float16:
+        attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(torch.float16)
+    else:
+        attn_weights = F.softmax(attn_weights, dim=-1)
+    attn_weights_reshaped = _fire(state, "pattern", attn_weights.view(bsz, module.num_heads, tgt_len, src_len))
+    attn_weights = attn_weights_reshaped.reshape(bsz * module.num_heads, tgt_len, src_len)
+    attn_probs = F.dropout(attn_weights, p=module.dropout, training=module.training)
+    attn_output = torch.bmm(attn_probs, value_states)
+    attn_output = attn_output.view(bsz, module.num_heads, tgt_len, module.head_dim)
+    attn_output = attn_output.transpose(1, 2)
+    attn_output = attn_output.reshape(bsz, tgt_len, module.embed_dim)
+    attn_output = module.out_proj(attn_output)
+    return attn_output, attn_weights_reshaped
+
+
 METHODS = {
     "gptj": ("_attn", gptj_attn),
     "gpt_neo": ("_attn", gpt_neo_attn),
@@ -306,6 +357,7 @@ METHODS = {
     "openai": ("_attn", openai_attn),
     "bloom": ("forward", bloom_forward),
     "mpt": ("forward", mpt_forward),
+    "xglm": ("forward", xglm_forward),
 }
 """``Family.attention`` → (method of the attention module that computes the pattern, its hooked replacement).
 While an attention internal is hooked the replacement is bound on the instance (``module.<method>``), shadowing

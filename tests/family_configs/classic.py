@@ -7,6 +7,7 @@ CONFIGS: dict[str, dict] = {
     "openai-gpt": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64),
     "gpt-sw3": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=96),
     "jais2": {},
+    "xglm": dict(d_model=64, num_layers=2, attention_heads=4, ffn_dim=96),
     "bloom": dict(n_layer=2, n_head=4),
     "mpt": dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=64, expansion_ratio=2),
     "biogpt": dict(num_key_value_heads=None),
@@ -14,7 +15,7 @@ CONFIGS: dict[str, dict] = {
     "diffllama": dict(num_key_value_heads=4),
     "modernbert-decoder": dict(global_attn_every_n_layers=2, local_attention=4, num_hidden_layers=3),
 }
-EAGER_ONLY: set[str] = {"gpt_neo", "codegen", "gpt_neox_japanese", "openai-gpt", "bloom", "mpt"}
+EAGER_ONLY: set[str] = {"gpt_neo", "codegen", "gpt_neox_japanese", "openai-gpt", "bloom", "mpt", "xglm"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

@@ -98,7 +98,7 @@ class Family:
     """Output projection; its input is ``hook_post``."""
 
     attention: Literal["registry", "gptj", "gpt_neo", "codegen", "gpt_neox_japanese", "openai", "bloom",
-                       "mpt"] = "registry"
+                       "mpt", "xglm"] = "registry"
     """How attention internals are reached: transformers' attention-function registry, or (any other value) the
     family's own pattern-computing method, replaced on the instance while hooked (``attention.METHODS``)."""
     softmax: Literal["float32", "native"] = "float32"

@@ -98,6 +98,18 @@ FAMILIES: tuple[Family, ...] = (
         "clip_qkv clamp that attention applies when configured. HF's MLP adds the residual itself, so "
         "hook_mlp_out is down_proj's output.",
     ),
+    Family(
+        name="xglm", model_types=("xglm",),
+        embed="model.embed_tokens", pos_embed="model.embed_positions", layers="model.layers",
+        ln_final="model.layer_norm", attn="self_attn", o="self_attn.out_proj",
+        norms={"ln1": "self_attn_layer_norm", "ln2": "final_layer_norm"}, norm_type="LN", attn_out="self_attn",
+        resid_mid="final_layer_norm", mlp=None, mlp_out="fc2", mlp_gate=None, mlp_in="fc1", mlp_down="fc2",
+        attention="xglm", rotary=False,
+        notes="hook_embed includes the sqrt(d_model) scaling; hook_pos_embed is the fixed sinusoidal embedding "
+        "(offset by 2, as in fairseq); they are summed (then dropout) into blocks.0.hook_resid_pre. hook_q is q_proj's "
+        "output before the 1/sqrt(d_head) scaling HF applies to it. The MLP is inline in the block: hook_mlp_out is "
+        "fc2's output.",
+    ),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
     replace(
         LLAMA, name="diffllama", model_types=("diffllama",),
