@@ -196,6 +196,34 @@ class ResidMid(Whole):
         return new
 
 
+class Flat(Site):
+    """A site inside a block that flattens ``(batch, pos)`` into one axis (OPT's MLP half), shown unflattened.
+
+    The leading shape is recorded by a pre-hook on ``lead_from`` (the block), attached only while this site is."""
+
+    def __init__(self, inner: Site, lead_from: nn.Module):
+        self.inner, self.lead_from = inner, lead_from
+        self.anchor, self.writable, self.in_graph = inner.anchor, inner.writable, inner.in_graph
+        self.lead: tuple = ()
+
+    def read(self, raw, ctx):
+        act = self.inner.read(raw, ctx)
+        return act.reshape(*self.lead, act.shape[-1])
+
+    def write(self, raw, new, old, ctx):
+        flat = (-1, new.shape[-1])
+        return self.inner.write(raw, new.reshape(flat), old.reshape(flat), ctx)
+
+
+def _record_lead(sites: list[Flat]):
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        for s in sites:
+            s.lead = tuple(x.shape[:-1])
+
+    return hook
+
+
 class Virtual(Site):
     """A point that code running inside the forward fires itself, e.g. an SAE spliced in at a hook point fires
     ``<point>.sae.hook_sae_acts_post``. Hooks attach to it like to any other point; ``fire`` runs them."""
@@ -296,8 +324,8 @@ def _resid_mid_fixup(sites: list[ResidMid]):
         if delta is None:
             return None
         if isinstance(output, (tuple, list)):
-            return type(output)((output[0] + delta, *output[1:]))
-        return output + delta
+            return type(output)((output[0] + delta.reshape(output[0].shape), *output[1:]))
+        return output + delta.reshape(output.shape)  # (OPT's MLP half works on flattened positions)
 
     return hook
 
@@ -327,8 +355,9 @@ class Attachment:
                 elif kind == "in":
                     self.handles.append(module.register_forward_pre_hook(_in_hook(group), with_kwargs=True))
                     for e in group:
-                        if isinstance(e.site, ResidMid) and e.site not in mids[e.site.block]:
-                            mids[e.site.block].append(e.site)
+                        site = e.site.inner if isinstance(e.site, Flat) else e.site
+                        if isinstance(site, ResidMid) and site not in mids[site.block]:
+                            mids[site.block].append(site)
                 else:
                     from .attention import _STATE  # attention imports this module
 
@@ -339,6 +368,12 @@ class Attachment:
                         self.attn_entries.append((state, anchor[2], e))
             for block, sites in mids.items():
                 self.handles.append(block.register_forward_hook(_resid_mid_fixup(sites)))
+            flats: dict[nn.Module, list[Flat]] = defaultdict(list)
+            for e in self.entries:
+                if isinstance(e.site, Flat) and e.site not in flats[e.site.lead_from]:
+                    flats[e.site.lead_from].append(e.site)
+            for block, sites in flats.items():
+                self.handles.append(block.register_forward_pre_hook(_record_lead(sites), with_kwargs=True))
             if self.attn_entries:
                 self._switch(+1)
                 self._switched = True

@@ -11,7 +11,7 @@ from torch import nn
 from . import attention
 from .config import ModelConfig
 from .families import Family
-from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Whole
+from .hooks import AttnInternal, Chunk, Flat, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Whole
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -53,7 +53,11 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     pts: dict[str, HookPoint] = {}
     h, kv, dh, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
 
+    flat_from: nn.Module | None = None  # set to the block while adding the MLP half of a flattening block (OPT)
+
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
+        if flat_from is not None:
+            site = Flat(site, flat_from)
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
     def add_norm(prefix: str, module: nn.Module, layer: int | None) -> None:
@@ -100,6 +104,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if "ln1_post" in fam.norms:
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
+        flat_from = block if fam.mlp_flat else None
         if fam.resid_mid:
             mid = ResidMid(sub(fam.resid_mid), block) if fam.resid_mid_shared else Whole("in", sub(fam.resid_mid))
             add(f"{b}.hook_resid_mid", mid, l, (B, P, d))
@@ -120,6 +125,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if "ln2_post" in fam.norms:
             add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
         add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
+        flat_from = None
         add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
 
     if fam.ln_final:

@@ -7,6 +7,7 @@ CONFIGS: dict[str, dict] = {
     "openai-gpt": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64),
     "gpt-sw3": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=96),
     "jais2": {},
+    "opt": dict(ffn_dim=96),
     "xglm": dict(d_model=64, num_layers=2, attention_heads=4, ffn_dim=96),
     "bloom": dict(n_layer=2, n_head=4),
     "mpt": dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=64, expansion_ratio=2),

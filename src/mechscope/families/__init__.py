@@ -49,6 +49,13 @@ def family_for(config) -> Family:
             "are out of scope. To add a decoder-only family, add a Family entry to mechscope/families/ (usually a "
             "one-line replace() of a close relative) and a tiny config to tests/family_configs/."
         )
+    for attr, want in fam.config_requires:
+        got = getattr(config, attr, None)
+        if got != want:
+            raise UnsupportedModelError(
+                f"mechscope's {fam.name!r} entry assumes config.{attr} == {want!r}, but this model has {got!r}, which "
+                "changes where the hook points live; this variant is not supported yet."
+            )
     if fam.moe:
         fam = replace(fam, mlp_gate=None, mlp_in=None, mlp_gate_up=None, mlp_down=None,
                       notes=(fam.notes + " Mixture-of-experts MLP: only hook_mlp_out exists.").strip())

@@ -88,6 +88,9 @@ class Family:
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 
+    mlp_flat: bool = False
+    """The block flattens ``(batch, pos)`` into one axis for the MLP half (OPT); those points are shown unflattened."""
+
     mlp_gate: str | None = "mlp.gate_proj"
     """Gate projection of a gated MLP (``hook_pre``); None for plain MLPs."""
     mlp_in: str | None = "mlp.up_proj"
@@ -109,6 +112,9 @@ class Family:
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
     notes: str = ""
     """Family-specific semantics shown by ``mechscope info``."""
+    config_requires: tuple[tuple[str, object], ...] = ()
+    """(config attribute, value) pairs the entry's layout assumes; a config that differs is refused with a clear
+    error rather than wrapped with points in the wrong places (e.g. OPT-350m's post-LN blocks)."""
 
     def is_parallel(self, config) -> bool:
         if isinstance(self.parallel, str):

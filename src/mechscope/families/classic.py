@@ -110,6 +110,19 @@ FAMILIES: tuple[Family, ...] = (
         "output before the 1/sqrt(d_head) scaling HF applies to it. The MLP is inline in the block: hook_mlp_out is "
         "fc2's output.",
     ),
+    Family(
+        name="opt", model_types=("opt",),
+        embed="model.decoder.embed_tokens", pos_embed="model.decoder.embed_positions", layers="model.decoder.layers",
+        ln_final="model.decoder.final_layer_norm", attn="self_attn", o="self_attn.out_proj",
+        norms={"ln1": "self_attn_layer_norm", "ln2": "final_layer_norm"}, norm_type="LN", attn_out="self_attn",
+        resid_mid="final_layer_norm", mlp=None, mlp_out="fc2", mlp_flat=True, mlp_gate=None, mlp_in="fc1",
+        mlp_down="fc2",
+        notes="hook_embed and hook_pos_embed (learned, offset by 2) are summed into blocks.0.hook_resid_pre. The MLP "
+        "is inline in the block, which flattens (batch, pos) around it; mechscope shows those points as "
+        "[batch, pos, ...]. hook_mlp_out is fc2's output. Post-LN OPT (do_layer_norm_before=False, OPT-350m, "
+        "which also projects embeddings) is refused.",
+        config_requires=(("do_layer_norm_before", True),),
+    ),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
     replace(
         LLAMA, name="diffllama", model_types=("diffllama",),
