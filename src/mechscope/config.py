@@ -37,8 +37,9 @@ class ModelConfig:
     """Maximum context length (``max_position_embeddings``)."""
     normalization: Literal["LN", "RMS"]
     """``LN`` (LayerNorm, mean-centred) or ``RMS`` (RMSNorm)."""
-    positional_embedding_type: Literal["standard", "rotary"]
-    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k."""
+    positional_embedding_type: Literal["standard", "rotary", "alibi", "sinusoidal"]
+    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k; ``alibi``:
+    linear per-head biases on the scores; ``sinusoidal``: fixed sinusoids added to the embedding."""
     parallel_attn_mlp: bool
     """Attention and MLP read the same residual (GPT-NeoX/Pythia, GPT-J, Phi, Cohere)."""
     gated_mlp: bool
@@ -95,7 +96,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         d_vocab=unembed.weight.shape[0],
         n_ctx=n_ctx,
         normalization=fam.norm_type,
-        positional_embedding_type="standard" if fam.pos_embed else "rotary",
+        positional_embedding_type=fam.positions or ("standard" if fam.pos_embed else "rotary"),
         parallel_attn_mlp=fam.is_parallel(c),
         gated_mlp=fam.gated and fam.mlp_down is not None,
         post_norms="ln1_post" in fam.norms,

@@ -108,6 +108,9 @@ class Family:
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
+    positions: Literal["alibi", "sinusoidal"] | None = None
+    """Positional scheme when it is neither learned (``pos_embed``) nor rotary: ALiBi score biases (Bloom, MPT) or
+    fixed sinusoids added to the embedding (CTRL, XGLM); ``cfg.positional_embedding_type`` reports it."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
     notes: str = ""

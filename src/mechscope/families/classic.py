@@ -71,7 +71,7 @@ FAMILIES: tuple[Family, ...] = (
         v="multi_head_attention.Wv", o="multi_head_attention.dense",
         norms={"ln1": "layernorm1", "ln2": "layernorm2"}, norm_type="LN", attn_out="multi_head_attention",
         resid_mid="layernorm2", mlp="ffn", mlp_out="ffn", mlp_gate=None, mlp_in="ffn.0", mlp_down="ffn.2",
-        softmax="native", rotary=False,
+        softmax="native", rotary=False, positions="sinusoidal",
         notes="hook_embed is the raw token embedding: the model multiplies it by sqrt(d_model) and adds fixed "
         "sinusoidal positions (a buffer, so there is no hook_pos_embed) to form blocks.0.hook_resid_pre.",
     ),
@@ -81,7 +81,7 @@ FAMILIES: tuple[Family, ...] = (
         attn="self_attention", qkv_layout="interleaved", qkv="self_attention.query_key_value",
         o="self_attention.dense", norm_type="LN", attn_out="self_attention.dense",
         mlp_gate=None, mlp_in="mlp.dense_h_to_4h", mlp_down="mlp.dense_4h_to_h", mlp_out="mlp.dense_4h_to_h",
-        attention="bloom", rotary=False,
+        attention="bloom", rotary=False, positions="alibi",
         notes="ALiBi: hook_attn_scores includes the per-head linear position bias. The embedding is LayerNormed "
         "(word_embeddings_layernorm) before blocks.0.hook_resid_pre. HF's attention and MLP modules add the "
         "residual themselves, so hook_attn_out/hook_mlp_out are the dense projections' outputs (what is added). "
@@ -93,7 +93,7 @@ FAMILIES: tuple[Family, ...] = (
         attn="attn", qkv_layout="split", qkv="attn.Wqkv", o="attn.out_proj",
         norms={"ln1": "norm_1", "ln2": "norm_2"}, norm_type="LN", attn_out="attn", resid_mid="norm_2",
         mlp="ffn", mlp_gate=None, mlp_in="ffn.up_proj", mlp_down="ffn.down_proj", mlp_out="ffn.down_proj",
-        attention="mpt", rotary=False,
+        attention="mpt", rotary=False, positions="alibi",
         notes="ALiBi: hook_attn_scores includes the position bias. hook_q/k/v are Wqkv's output, before the "
         "clip_qkv clamp that attention applies when configured. HF's MLP adds the residual itself, so "
         "hook_mlp_out is down_proj's output.",
@@ -104,7 +104,7 @@ FAMILIES: tuple[Family, ...] = (
         ln_final="model.layer_norm", attn="self_attn", o="self_attn.out_proj",
         norms={"ln1": "self_attn_layer_norm", "ln2": "final_layer_norm"}, norm_type="LN", attn_out="self_attn",
         resid_mid="final_layer_norm", mlp=None, mlp_out="fc2", mlp_gate=None, mlp_in="fc1", mlp_down="fc2",
-        attention="xglm", rotary=False,
+        attention="xglm", rotary=False, positions="sinusoidal",
         notes="hook_embed includes the sqrt(d_model) scaling; hook_pos_embed is the fixed sinusoidal embedding "
         "(offset by 2, as in fairseq); they are summed (then dropout) into blocks.0.hook_resid_pre. hook_q is q_proj's "
         "output before the 1/sqrt(d_head) scaling HF applies to it. The MLP is inline in the block: hook_mlp_out is "
