@@ -57,3 +57,25 @@ def test_codegen_grouped_qkv_replacement_reaches_the_right_head():
     b = m.run_with_hooks(IDS, fwd_hooks=[("blocks.0.attn.hook_z", zero_head)])
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert not torch.equal(a, m(IDS))
+
+
+@pytest.mark.parametrize("key,n_kv,parallel,rotary", [("falcon", 1, True, True),
+                                                      ("falcon_interleaved_sequential", 4, False, True),
+                                                      ("falcon_alibi", 1, True, False)])
+def test_falcon_layout_follows_config(key, n_kv, parallel, rotary):
+    m = mechscope.Model.from_hf(make_pair(key, torch.float32)[0])
+    assert (m.cfg.n_kv_heads, m.cfg.parallel_attn_mlp) == (n_kv, parallel)
+    assert ("blocks.0.hook_resid_mid" in m.hook_dict) != parallel
+    assert ("blocks.0.attn.hook_rot_q" in m.hook_dict) == rotary
+    _, c = m.run_with_cache(IDS)
+    if parallel:  # HF adds attention's output into the MLP's output in place; the cached mlp_out must not see it
+        assert torch.equal(c["resid_post", 0], (c["mlp_out", 0] + c["attn_out", 0]) + c["resid_pre", 0])
+
+
+def test_falcon_new_decoder_architecture_is_refused():
+    from transformers import AutoModelForCausalLM
+
+    cfg = make_config("falcon")
+    cfg.new_decoder_architecture = True
+    with pytest.raises(mechscope.UnsupportedModelError, match="new_decoder_architecture"):
+        mechscope.Model.from_hf(AutoModelForCausalLM.from_config(cfg))

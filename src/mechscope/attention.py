@@ -349,6 +349,59 @@ def xglm_forward(module: nn.Module, hidden_states, key_value_states=None, past_k
     return attn_output, attn_weights_reshaped
 
 
+def falcon_forward(module: nn.Module, hidden_states, alibi, attention_mask, position_ids=None, layer_past=None,
+                   use_cache=False, output_attentions=False, position_embeddings=None, **kwargs):
+    """``FalconAttention.forward`` (eager paths) with hook points. Rotary: scores = q.k / sqrt(d_head) (in place, as
+    HF) + mask, softmax in the native dtype, no dropout. ALiBi: (q.k, upcast to float32 for half dtypes, + alibi)
+    * 1/sqrt(d_head) + mask, softmax in the native dtype, dropout."""
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
+
+    state = _STATE[module]
+    fused_qkv = module.query_key_value(hidden_states)
+    num_kv_heads = module.num_heads if module.new_decoder_architecture else module.num_kv_heads
+    (query_layer, key_layer, value_layer) = module._split_heads(fused_qkv)
+    batch_size, query_length, _, _ = query_layer.shape
+    query_layer = query_layer.transpose(1, 2).reshape(batch_size, module.num_heads, query_length, module.head_dim)
+    key_layer = key_layer.transpose(1, 2).reshape(batch_size, num_kv_heads, query_length, module.head_dim)
+    value_layer = value_layer.transpose(1, 2).reshape(batch_size, num_kv_heads, query_length, module.head_dim)
+    if alibi is None:
+        cos, sin = position_embeddings
+        query_layer, key_layer = apply_rotary_pos_emb(query_layer, key_layer, cos, sin)
+    if layer_past is not None:
+        key_layer, value_layer = layer_past.update(key_layer, value_layer, module.layer_idx)
+    query_layer = _fire(state, "rot_q", query_layer)
+    key_layer = _fire(state, "rot_k", key_layer)
+    kv_length = key_layer.shape[-2]
+    if alibi is None:
+        attention_scores = query_layer @ key_layer.transpose(-1, -2)
+        attention_scores /= math.sqrt(module.head_dim)
+        attention_scores = _fire(state, "attn_scores", attention_scores + attention_mask)
+        attention_scores = F.softmax(attention_scores, dim=-1, dtype=hidden_states.dtype)
+        attention_scores = _fire(state, "pattern", attention_scores)
+        attn_output = attention_scores @ value_layer
+        attn_output = attn_output.view(batch_size, module.num_heads, query_length, module.head_dim)
+        attn_output = attn_output.permute(0, 2, 1, 3)
+        attn_output = attn_output.reshape(batch_size, query_length, module.num_heads * module.head_dim)
+        attn_output = module.dense(attn_output)
+        return attn_output, attention_scores
+    matmul_result = query_layer @ key_layer.transpose(-1, -2)
+    attention_scores = matmul_result.view(batch_size, module.num_heads, query_length, kv_length)
+    input_dtype = attention_scores.dtype
+    if input_dtype == torch.float16 or input_dtype == torch.bfloat16:
+        attention_scores = attention_scores.to(torch.float32)
+    attention_logits = attention_scores + alibi.view(batch_size, module.num_heads, 1, -1)
+    attention_logits *= module.inv_norm_factor
+    attention_logits = _fire(state, "attn_scores", attention_logits + attention_mask)
+    attention_probs = F.softmax(attention_logits, dim=-1, dtype=hidden_states.dtype)
+    attention_probs = _fire(state, "pattern", attention_probs)
+    attention_probs = module.attention_dropout(attention_probs)
+    attention_probs_reshaped = attention_probs.view(batch_size, module.num_heads, query_length, kv_length)
+    attn_output = (attention_probs_reshaped @ value_layer).flatten(0, 1)
+    attn_output = module._merge_heads(attn_output)
+    attn_output = module.dense(attn_output)
+    return attn_output, attention_probs
+
+
 METHODS = {
     "gptj": ("_attn", gptj_attn),
     "gpt_neo": ("_attn", gpt_neo_attn),
@@ -358,6 +411,7 @@ METHODS = {
     "bloom": ("forward", bloom_forward),
     "mpt": ("forward", mpt_forward),
     "xglm": ("forward", xglm_forward),
+    "falcon": ("forward", falcon_forward),
 }
 """``Family.attention`` → (method of the attention module that computes the pattern, its hooked replacement).
 While an attention internal is hooked the replacement is bound on the instance (``module.<method>``), shadowing

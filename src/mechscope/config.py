@@ -79,7 +79,8 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     d_model = c.hidden_size
     d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
-    n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
+    n_kv = (n_heads // groups if groups else getattr(attn, "num_kv_heads", None)  # Falcon
+            or (1 if getattr(c, "multi_query", False) else n_heads))
     d_mlp = _linear_in_out(block.get_submodule(fam.mlp_down))[0] if fam.mlp_down else None
     unembed = hf_model.get_submodule(fam.unembed)
     n_ctx = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)

@@ -67,10 +67,16 @@ class Site:
 
 
 class Whole(Site):
-    """The module's whole input (``in``) or output (``out``, first element when it returns a tuple)."""
+    """The module's whole input (``in``) or output (``out``, first element when it returns a tuple).
 
-    def __init__(self, where: str, module: nn.Module):
+    ``copy``: read a copy, for a tensor HF modifies in place after the hook has seen it."""
+
+    def __init__(self, where: str, module: nn.Module, copy: bool = False):
         self.anchor = (where, module)
+        self.copy = copy
+
+    def read(self, raw, ctx):
+        return raw.clone() if self.copy else raw
 
 
 class Heads(Site):

@@ -124,7 +124,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
         if "ln2_post" in fam.norms:
             add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
-        add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
+        add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out), copy=fam.mlp_out_copied), l, (B, P, d))
         flat_from = None
         add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
 

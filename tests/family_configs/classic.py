@@ -7,6 +7,10 @@ CONFIGS: dict[str, dict] = {
     "openai-gpt": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64),
     "gpt-sw3": dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, n_inner=96),
     "jais2": {},
+    "falcon": dict(num_kv_heads=None, head_dim=None, multi_query=True, parallel_attn=True),
+    "falcon_interleaved_sequential": dict(num_kv_heads=None, head_dim=None, multi_query=False, parallel_attn=False),
+    "falcon_alibi": dict(num_kv_heads=None, head_dim=None, multi_query=True, parallel_attn=True, alibi=True),
+    "falcon_alibi_sequential": dict(num_kv_heads=None, head_dim=None, multi_query=False, parallel_attn=False, alibi=True),
     "opt": dict(ffn_dim=96),
     "xglm": dict(d_model=64, num_layers=2, attention_heads=4, ffn_dim=96),
     "bloom": dict(n_layer=2, n_head=4),
@@ -18,5 +22,7 @@ CONFIGS: dict[str, dict] = {
 }
 EAGER_ONLY: set[str] = {"gpt_neo", "codegen", "gpt_neox_japanese", "openai-gpt", "bloom", "mpt", "xglm"}
 """model types whose HF class refuses SDPA"""
-VARIANTS: dict[str, str] = {}
+VARIANTS: dict[str, str] = {
+    "falcon_interleaved_sequential": "falcon", "falcon_alibi": "falcon", "falcon_alibi_sequential": "falcon",
+}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

@@ -49,6 +49,9 @@ def family_for(config) -> Family:
             "are out of scope. To add a decoder-only family, add a Family entry to mechscope/families/ (usually a "
             "one-line replace() of a close relative) and a tiny config to tests/family_configs/."
         )
+    for attr, value, overrides in fam.variants:
+        if getattr(config, attr, None) == value:
+            fam = replace(fam, **overrides)
     for attr, want in fam.config_requires:
         got = getattr(config, attr, None)
         if got != want:

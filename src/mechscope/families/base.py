@@ -101,7 +101,7 @@ class Family:
     """Output projection; its input is ``hook_post``."""
 
     attention: Literal["registry", "gptj", "gpt_neo", "codegen", "gpt_neox_japanese", "openai", "bloom",
-                       "mpt", "xglm"] = "registry"
+                       "mpt", "xglm", "falcon"] = "registry"
     """How attention internals are reached: transformers' attention-function registry, or (any other value) the
     family's own pattern-computing method, replaced on the instance while hooked (``attention.METHODS``)."""
     softmax: Literal["float32", "native"] = "float32"
@@ -115,6 +115,12 @@ class Family:
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
     notes: str = ""
     """Family-specific semantics shown by ``mechscope info``."""
+    variants: tuple[tuple[str, object, dict], ...] = ()
+    """(config attribute, value, field overrides): applied in order where the config has that value, for
+    architectures whose layout is decided by config flags (Falcon's multi_query, parallel_attn, alibi)."""
+    mlp_out_copied: bool = False
+    """HF adds to the MLP's output in place after the MLP returns (Falcon's parallel block), so hook_mlp_out reads a
+    copy: otherwise a cached tensor would silently become mlp_out + attn_out."""
     config_requires: tuple[tuple[str, object], ...] = ()
     """(config attribute, value) pairs the entry's layout assumes; a config that differs is refused with a clear
     error rather than wrapped with points in the wrong places (e.g. OPT-350m's post-LN blocks)."""

@@ -123,6 +123,25 @@ FAMILIES: tuple[Family, ...] = (
         "which also projects embeddings) is refused.",
         config_requires=(("do_layer_norm_before", True),),
     ),
+    Family(
+        name="falcon", model_types=("falcon",),
+        embed="transformer.word_embeddings", layers="transformer.h", ln_final="transformer.ln_f",
+        attn="self_attention", qkv_layout="interleaved", qkv="self_attention.query_key_value",
+        o="self_attention.dense", norms={"ln1": "input_layernorm"}, norm_type="LN", attn_out="self_attention",
+        parallel="parallel_attn", mlp_gate=None, mlp_in="mlp.dense_h_to_4h", mlp_down="mlp.dense_4h_to_h",
+        mlp_out_copied=True, attention="falcon",
+        variants=(
+            ("multi_query", True, dict(qkv_layout="split")),
+            ("parallel_attn", False, dict(norms={"ln1": "input_layernorm", "ln2": "post_attention_layernorm"})),
+            ("alibi", True, dict(rotary=False, positions="alibi")),
+        ),
+        config_requires=(("new_decoder_architecture", False),),
+        notes="Layout follows the config: multi_query (Falcon-7B) fuses [q | k | v] with one key/value head, else "
+        "q/k/v are interleaved per head; parallel_attn blocks read ln1 for both branches (no resid_mid); alibi "
+        "replaces rotary (hook_attn_scores then includes the bias; softmax in the native dtype). hook_mlp_out is a "
+        "copy in parallel blocks (HF adds attention's output into the MLP's in place). The new decoder "
+        "architecture (Falcon-40B/180B: grouped kv heads broadcast before the cache, two norms) is refused.",
+    ),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
     replace(
         LLAMA, name="diffllama", model_types=("diffllama",),
