@@ -142,6 +142,11 @@ FAMILIES: tuple[Family, ...] = (
         "copy in parallel blocks (HF adds attention's output into the MLP's in place). The new decoder "
         "architecture (Falcon-40B/180B: grouped kv heads broadcast before the cache, two norms) is refused.",
     ),
+    replace(
+        LLAMA, name="emu3", model_types=("emu3", "emu3_text_model"),
+        notes="Emu3's causal LM is a Llama-style decoder over text and VQ image tokens; AutoModelForCausalLM builds it "
+        "from the text sub-config (model_type 'emu3_text_model'). Its images are only token ids here.",
+    ),
     replace(LLAMA, name="jais2", model_types=("jais2",), norm_type="LN", mlp_gate=None),
     replace(
         LLAMA, name="diffllama", model_types=("diffllama",),

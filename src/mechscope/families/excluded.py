@@ -69,8 +69,6 @@ EXCLUDED: dict[str, str] = {
               "between self-attention layers, so it is not a plain decoder-only text model",
     "phi4_multimodal": "a speech/vision-language model whose decoder carries LoRA adapters switched by input "
                        "modality; not a decoder-only text model",
-    "emu3": "a multimodal model (Emu3Config wraps a VQ-GAN image tokenizer and a text config) whose causal-LM "
-            "class is built from the text sub-config, model_type 'emu3_text_model', not from 'emu3'",
     # no attention
     "mamba": _SSM,
     "mamba2": _SSM,
