@@ -85,7 +85,9 @@ FAMILIES: tuple[Family, ...] = (
         notes="ALiBi: hook_attn_scores includes the per-head linear position bias. The embedding is LayerNormed "
         "(word_embeddings_layernorm) before blocks.0.hook_resid_pre. HF's attention and MLP modules add the "
         "residual themselves, so hook_attn_out/hook_mlp_out are the dense projections' outputs (what is added). "
-        "With apply_residual_connection_post_layernorm=True the residual is the norm's output, not resid_pre/mid.",
+        "With apply_residual_connection_post_layernorm=True the residual is the norm's output, not resid_pre/mid. "
+        "slow_but_exact=True (tensor-parallel slices that bypass the dense modules) is refused.",
+        config_requires=(("slow_but_exact", False),),
     ),
     Family(
         name="mpt", model_types=("mpt",),
