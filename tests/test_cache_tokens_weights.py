@@ -70,7 +70,8 @@ def test_interleaved_qkv_matches_fused_projection(neox):
         torch.testing.assert_close(cache[name, 0], ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("key", ["gpt2", "llama", "phi3", "gpt_bigcode", "gptj", "glm", "apertus", "nanochat"])
+@pytest.mark.parametrize("key", ["gpt2", "llama", "phi3", "gpt_bigcode", "gptj", "glm", "apertus", "nanochat", "codegen",
+                                 "bloom", "mpt", "opt"])
 def test_weight_views_reproduce_activations(key):
     m = mechscope.Model.from_hf(make_pair(key, torch.float32)[0])
     names = ["blocks.0.ln1.hook_out", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_z",
@@ -83,7 +84,7 @@ def test_weight_views_reproduce_activations(key):
     assert m.W_O.shape == (2, m.cfg.n_heads, m.cfg.d_head, m.cfg.d_model)
     assert m.W_out.shape == (2, m.cfg.d_mlp, m.cfg.d_model) and m.W_in.shape == (2, m.cfg.d_model, m.cfg.d_mlp)
     assert m.W_U.shape == (m.cfg.d_model, m.cfg.d_vocab) and m.W_E.shape == (m.cfg.d_vocab, m.cfg.d_model)
-    if not m.cfg.gated_mlp and key != "gptj":  # plain MLP pre-activation = ln2 output @ W_in + b_in
+    if not m.cfg.gated_mlp and "blocks.0.ln2.hook_out" in m.hook_dict:  # plain MLP: pre = ln2 out @ W_in + b_in
         _, c2 = m.run_with_cache(IDS, names_filter=["blocks.0.ln2.hook_out", "blocks.0.mlp.hook_pre"])
         torch.testing.assert_close(c2["pre", 0], c2["blocks.0.ln2.hook_out"] @ m.W_in[0] + m.b_in[0], **tol)
 

@@ -47,6 +47,8 @@ def test_norm_points_follow_transformerlens(case):
             h.remove()
     for prefix, (x_in, out) in seen.items():
         norm = norms[prefix]
+        lead = cache[f"{prefix}.hook_out"].shape[:-1]  # OPT's MLP half runs on flattened positions: shown unflattened
+        x_in, out = x_in.reshape(*lead, x_in.shape[-1]), out.reshape(*lead, out.shape[-1])
         x = x_in.float()
         if model.cfg.normalization == "LN":
             x = x - x.mean(-1, keepdim=True)

@@ -48,8 +48,9 @@ class ModelConfig:
     """Maximum context length (``max_position_embeddings``)."""
     normalization: Literal["LN", "RMS"]
     """``LN`` (LayerNorm, mean-centred) or ``RMS`` (RMSNorm)."""
-    positional_embedding_type: Literal["standard", "rotary", "none"]
-    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k; ``none``: no
+    positional_embedding_type: Literal["standard", "rotary", "alibi", "sinusoidal", "none"]
+    """``standard``: learned absolute positions added to the embedding; ``rotary``: RoPE on q and k; ``alibi``:
+    linear per-head biases on the scores; ``sinusoidal``: fixed sinusoids added to the embedding; ``none``: no
     positional encoding in attention (hybrids whose recurrent blocks carry position, e.g. Jamba)."""
     parallel_attn_mlp: bool
     """Attention and MLP read the same residual (GPT-NeoX/Pythia, GPT-J, Phi, Cohere)."""
@@ -115,7 +116,8 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     first = per_layer[attn_layers[0]] if attn_layers else None
     o_in = _linear_in_out(resolve(blocks[attn_layers[0]], first.o))[0] if attn_layers else None
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
-    n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
+    n_kv = (n_heads // groups if groups else getattr(attn, "num_kv_heads", None)  # Falcon
+            or (1 if getattr(c, "multi_query", False) else n_heads))
     dense = next((b for b in blocks if has_module(b, fam.mlp_down)), None)
     d_mlp = _linear_in_out(resolve(dense, fam.mlp_down))[0] if dense is not None else None
     moe = fam.moe
@@ -138,7 +140,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         d_vocab=unembed.weight.shape[0],
         n_ctx=n_ctx,
         normalization=fam.norm_type,
-        positional_embedding_type="standard" if fam.pos_embed else "rotary" if fam.rotary else "none",
+        positional_embedding_type=fam.positions or ("standard" if fam.pos_embed else "rotary" if fam.rotary else "none"),
         parallel_attn_mlp=fam.is_parallel(c),
         gated_mlp=fam.gated and dense is not None,
         post_norms=any(has_module(b, f.norms.get("ln1_post")) for b, f in zip(blocks, per_layer)),

@@ -126,10 +126,16 @@ class Site:
 
 
 class Whole(Site):
-    """The module's whole input (``in``) or output (``out``, first element when it returns a tuple)."""
+    """The module's whole input (``in``) or output (``out``, first element when it returns a tuple).
 
-    def __init__(self, where: str, module: nn.Module):
+    ``copy``: read a copy, for a tensor HF modifies in place after the hook has seen it."""
+
+    def __init__(self, where: str, module: nn.Module, copy: bool = False):
         self.anchor = (where, module)
+        self.copy = copy
+
+    def read(self, raw, ctx):
+        return raw.clone() if self.copy else raw
 
 
 class PerBatch(Whole):
@@ -159,16 +165,23 @@ class Heads(Site):
     """``[..., n * d_head]`` seen as ``[..., n, d_head]``, optionally a column slice of a fused output.
 
     ``lo:hi`` selects a contiguous slice (``[q | k | v]`` layouts); ``part`` selects one of ``parts`` interleaved
-    per-head chunks (``[heads, 3, d_head]`` q/k/v layouts, ``[heads, 2, d_head]`` gated-query layouts)."""
+    chunks in each of ``groups`` groups (``[groups, parts, n / groups * d_head]``): groups defaults to n, the per-head
+    ``[heads, 3, d_head]`` q/k/v layouts and ``[heads, 2, d_head]`` gated-query layouts; CodeGen has 4 groups."""
 
-    def __init__(self, where: str, module: nn.Module, n: int, d_head: int,
-                 lo: int | None = None, hi: int | None = None, part: int | None = None, parts: int = 3):
+    def __init__(self, where: str, module: nn.Module, n: int, d_head: int, lo: int | None = None,
+                 hi: int | None = None, part: int | None = None, parts: int = 3, groups: int | None = None):
         self.anchor = (where, module)
         self.n, self.d_head, self.lo, self.hi, self.part, self.parts = n, d_head, lo, hi, part, parts
+        self.groups = groups or n
+
+    def _grouped(self, raw):
+        return raw.unflatten(-1, (self.groups, self.parts, self.n // self.groups * self.d_head))
 
     def read(self, raw, ctx):
         if self.part is not None:
-            return raw.unflatten(-1, (self.n, self.parts, self.d_head))[..., self.part, :]
+            if self.groups == self.n:
+                return raw.unflatten(-1, (self.n, self.parts, self.d_head))[..., self.part, :]
+            return self._grouped(raw)[..., self.part, :].unflatten(-1, (self.n // self.groups, self.d_head)).flatten(-3, -2)
         if self.lo is not None:
             raw = raw[..., self.lo:self.hi]
         return raw.unflatten(-1, (self.n, self.d_head))
@@ -176,7 +189,7 @@ class Heads(Site):
     def write(self, raw, new, old, ctx):
         if self.part is not None:
             out = raw.clone()
-            out.unflatten(-1, (self.n, self.parts, self.d_head))[..., self.part, :] = new
+            self._grouped(out)[..., self.part, :] = new.flatten(-2).unflatten(-1, (self.groups, -1))
             return out
         if self.lo is not None:
             return torch.cat([raw[..., :self.lo], new.flatten(-2), raw[..., self.hi:]], dim=-1)
@@ -271,12 +284,23 @@ class AttnScores(AttnInternal):
         super().__init__(module, "attn_scores")
 
     def read(self, raw, mask):
-        m = _masked(mask)
+        m = _masked(mask) if mask is not None else _masked_by_value(raw)
         return raw if m is None else raw.masked_fill(m, float("-inf"))
 
     def write(self, raw, new, old, mask):
-        m = _masked(mask)
+        m = _masked(mask) if mask is not None else _masked_by_value(raw)
         return new if m is None else torch.where(m & (new == float("-inf")), raw, new)
+
+
+def _masked_by_value(scores: Tensor) -> Tensor | None:
+    """Masked positions of scores computed by a family's own attention method (no mask tensor reaches the hook):
+    the model writes ``finfo.min`` there, possibly plus a bias or divided by a scale, so anything below
+    ``finfo.min / 1e4`` is masked. Only for wide dtypes (float32, bfloat16, float64): in float16 real scores can be
+    that low, so nothing is shown as masked there."""
+    info = torch.finfo(scores.dtype)
+    if info.max < 1e30:
+        return None
+    return scores < info.min / 1e4
 
 
 class Norm:
@@ -419,6 +443,34 @@ class ResidMid(Whole):
         if new is not old:
             self.delta = new - old if self.delta is None else self.delta + (new - old)
         return new
+
+
+class Flat(Site):
+    """A site inside a block that flattens ``(batch, pos)`` into one axis (OPT's MLP half), shown unflattened.
+
+    The leading shape is recorded by a pre-hook on ``shape_from`` (the block), attached only while this site is."""
+
+    def __init__(self, inner: Site, lead_from: nn.Module):
+        self.inner, self.shape_from = inner, lead_from
+        for attr in ("anchor", "writable", "in_graph", "grad_writable", "stage", "dtype", "after", "prepend"):
+            setattr(self, attr, getattr(inner, attr))
+        self.lead: tuple = ()
+
+    def attach(self) -> list:
+        return self.inner.attach()
+
+    def __getattr__(self, name):  # anything else (a norm site's ``norm``...) is the inner site's
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def read(self, raw, ctx):
+        act = self.inner.read(raw, ctx)
+        return act.reshape(*self.lead, act.shape[-1])
+
+    def write(self, raw, new, old, ctx):
+        flat = (-1, new.shape[-1])
+        return self.inner.write(raw, new.reshape(flat), old.reshape(flat), ctx)
 
 
 class Virtual(Site):
@@ -582,10 +634,10 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
 
 def _out_hook(entries: list[Entry]):
     def hook(module, args, kwargs, output):
-        is_tuple = isinstance(output, tuple)
-        raw, changed = run_entries(entries, output[0] if is_tuple else output, Call(args, kwargs))
+        is_seq = isinstance(output, (tuple, list))  # OpenAI GPT's modules return lists
+        raw, changed = run_entries(entries, output[0] if is_seq else output, Call(args, kwargs))
         if changed:
-            return (raw, *output[1:]) if is_tuple else raw
+            return type(output)((raw, *output[1:])) if is_seq else raw
         return None
 
     return hook
@@ -636,9 +688,10 @@ def _resid_mid_fixup(sites: list[ResidMid]):
                 s.delta = None
         if delta is None:
             return None
-        if isinstance(output, tuple):
-            return (output[0] + delta.to(output[0].device), *output[1:])
-        return output + delta.to(output.device)
+        if isinstance(output, (tuple, list)):
+            first = output[0]
+            return type(output)((first + delta.to(first.device).reshape(first.shape), *output[1:]))
+        return output + delta.to(output.device).reshape(output.shape)  # (OPT's MLP half works on flattened positions)
 
     return hook
 
@@ -675,8 +728,9 @@ class Attachment:
                 elif kind == "in":
                     self.handles.append(module.register_forward_pre_hook(_in_hook(group), with_kwargs=True))
                     for e in group:
-                        if isinstance(e.site, ResidMid) and e.site not in mids[e.site.block]:
-                            mids[e.site.block].append(e.site)
+                        site = e.site.inner if isinstance(e.site, Flat) else e.site
+                        if isinstance(site, ResidMid) and site not in mids[site.block]:
+                            mids[site.block].append(site)
                 else:
                     from .attention import _STATE  # attention imports this module
 

@@ -216,10 +216,11 @@ class Model:
     def _switch_attention(self, delta: int) -> None:
         """Reference-counted switch to mechscope's eager-equivalent attention while internals are hooked."""
         if delta > 0 and self._attn_users == 0:
-            if self.family.attention == "gptj":
+            if self.family.attention != "registry":
+                method, fn = attention.METHODS[self.family.attention]
                 for l in self.cfg.attn_layers:
                     mod = self.blocks[l].get_submodule(self.family.attn)
-                    mod._attn = partial(attention.gptj_attn, mod)
+                    setattr(mod, method, partial(fn, mod))
             else:
                 config = self.hf_model.config
                 if getattr(config, "reorder_and_upcast_attn", False):
@@ -232,9 +233,10 @@ class Model:
                 config._attn_implementation = attention.ATTN_IMPLEMENTATION
         self._attn_users += delta
         if delta < 0 and self._attn_users == 0:
-            if self.family.attention == "gptj":
+            if self.family.attention != "registry":
+                method = attention.METHODS[self.family.attention][0]
                 for l in self.cfg.attn_layers:
-                    self.blocks[l].get_submodule(self.family.attn).__dict__.pop("_attn", None)
+                    self.blocks[l].get_submodule(self.family.attn).__dict__.pop(method, None)
             else:
                 self.hf_model.config._attn_implementation = self._attn_saved
 
@@ -380,10 +382,11 @@ class Model:
     def _stop_hook(self, stop_at_layer: int):
         n = self.cfg.n_layers
         layer = _stop_layer(stop_at_layer, n)
-        if layer == n and self.family.ln_embed:  # the final norm also runs before block 0: stop after the last block
+        # no final norm (post-LN OpenAI GPT), or one that also runs before block 0 (nanochat): stop after the last block
+        if layer == n and (self.family.ln_final is None or self.family.ln_embed):
 
             def stop_after(mod, args, output):
-                raise _Stop(output[0] if isinstance(output, tuple) else output)
+                raise _Stop(output[0] if isinstance(output, (tuple, list)) else output)
 
             return self.blocks[-1].register_forward_hook(stop_after)
         module = self.blocks[layer] if layer < n else self.hf_model.get_submodule(self.family.ln_final)
@@ -391,6 +394,12 @@ class Model:
         def stop(mod, args, kwargs):
             raise _Stop(args[0] if args else kwargs["hidden_states"])
 
+        if layer == n and self.family.ln_final is None:  # no final norm: stop after the last block
+            def stop_after(mod, args, output):
+                raise _Stop(output[0] if isinstance(output, (tuple, list)) else output)
+
+            return self.blocks[-1].register_forward_hook(stop_after)
+        module = self.blocks[layer] if layer < n else self.hf_model.get_submodule(self.family.ln_final)
         return module.register_forward_pre_hook(stop, with_kwargs=True)
 
     def _run(self, input, *, attention_mask: Tensor | None = None, prepend_bos: bool | None = None,

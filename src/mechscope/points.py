@@ -14,8 +14,8 @@ from . import attention
 from .config import ModelConfig
 from .families import Family
 from .families.base import has_module, resolve
-from .hooks import (AttnInternal, AttnScores, Chunk, HeadResult, Heads, HeadSlice, HookPoint, Norm, NormNormalized,
-                    NormScale, PerBatch, ResidMid, Routed, Site, Whole)
+from .hooks import (AttnInternal, AttnScores, Chunk, Flat, HeadResult, Heads, HeadSlice, HookPoint, Norm,
+                    NormNormalized, NormScale, PerBatch, ResidMid, Routed, Site, Whole)
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -65,10 +65,16 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     d = cfg.d_model
     n_exp, top_k = cfg.n_experts, cfg.experts_per_token
 
+    flat_from: nn.Module | None = None  # set to the block while adding the MLP half of a flattening block (OPT)
+
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
+        if flat_from is not None:
+            site = Flat(site, flat_from)
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
     def add_norm(prefix: str, module: nn.Module, layer: int | None, after: nn.Module | None = None) -> None:
+        if isinstance(module, nn.Identity):  # a block without this norm (ModernBERT's first block)
+            return
         norm = Norm(module, centred=fam.norm_type == "LN", weight_offset=fam.norm_weight_offset)
         sites = NormScale(norm), NormNormalized(norm), Whole("out", module)
         for site in sites:  # a norm called more than once (nanochat's ln_final on the embeddings): see Site.after
@@ -117,7 +123,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             v = Heads("out", fused, kv, dq, (h + kv) * dq, (h + 2 * kv) * dq)
         else:
             fused = sub(fam.qkv)
-            q, k, v = (Heads("out", fused, h, dq, part=i) for i in range(3))
+            q, k, v = (Heads("out", fused, n, dq, part=fam.qkv_order.index(c), groups=fam.qkv_groups)
+                       for c, n in (("q", h), ("k", kv), ("v", kv)))
         for name, site, n, w, axis in (("q", q, h, dq, P), ("k", k, kv, dk, k_axis), ("v", v, kv, dv, k_axis)):
             if site is not None:
                 add(f"{b}.attn.hook_{name}", site, l, (B, axis, n, w))
@@ -150,6 +157,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             if has(fam.norms.get("ln1_post")) and not fam.has_group(hf_model.config, block, l, "attn"):
                 add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer_out or fam.mixer)), l, (B, P, d))
+        flat_from = block if fam.mlp_flat else None
         if has(fam.resid_mid):
             mid = sub(fam.resid_mid)
             if fam.resid_mid_at == "out":  # a module that computes the residual stream itself (Zaya)
@@ -183,11 +191,13 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add(f"{b}.mlp.hook_expert_weights", Routed(sub(fam.experts), block, 2), l, (B, P, top_k))
             if has(fam.norms.get("ln2_post")):
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
-            add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
+            add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out), copy=fam.mlp_out_copied), l, (B, P, d))
+        flat_from = None
         add(f"{b}.hook_resid_post", Whole("out", block), l, resid)
 
     fam = base
-    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None)
+    if fam.ln_final:
+        add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None)
     return pts
 
 

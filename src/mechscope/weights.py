@@ -69,7 +69,10 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
         bounds = (0, h * dh, (h + kv) * dh, (h + 2 * kv) * dh)
         lo, hi = bounds[which], bounds[which + 1]
         return w[:, lo:hi], b[lo:hi]
-    return (w.unflatten(1, (h, 3, dh))[:, :, which, :].flatten(1), b.unflatten(0, (h, 3, dh))[:, which, :].flatten())
+    g = fam.qkv_groups or h
+    part = fam.qkv_order.index("qkv"[which])
+    return (w.unflatten(1, (g, 3, h // g * dh))[:, :, part, :].flatten(1),
+            b.unflatten(0, (g, 3, h // g * dh))[:, part, :].flatten())
 
 
 def _stack(model, ts: list[Tensor]) -> Tensor:

@@ -49,6 +49,16 @@ def family_for(config) -> Family:
             "are out of scope. To add a decoder-only family, add a Family entry to mechscope/families/ (usually a "
             "one-line replace() of a close relative) and a tiny config to tests/family_configs/."
         )
+    for attr, value, overrides in fam.variants:
+        if getattr(config, attr, None) == value:
+            fam = replace(fam, **overrides)
+    for attr, want in fam.config_requires:
+        got = getattr(config, attr, None)
+        if got != want:
+            raise UnsupportedModelError(
+                f"mechscope's {fam.name!r} entry assumes config.{attr} == {want!r}, but this model has {got!r}, which "
+                "changes where the hook points live; this variant is not supported yet."
+            )
     if fam.moe:
         fam = replace(fam, notes=(fam.notes + " Mixture-of-experts MLP: its blocks have hook_mlp_out and, where the "
                                   "router is known, the router points, but no hook_pre/hook_post.").strip())

@@ -24,8 +24,9 @@ QKVLayout = Literal["separate", "split", "interleaved", "latent"]
 - ``separate``: three modules (``q``, ``k``, ``v``), each ``[..., heads * d_head]``.
 - ``split``: one fused module ``qkv`` whose output is ``[q | k | v]`` along the last axis
   (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``, GPTBigCode MQA).
-- ``interleaved``: one fused module whose output is ``[heads, 3, d_head]`` per position
-  (GPT-NeoX and Persimmon ``query_key_value``).
+- ``interleaved``: one fused module whose output is ``[groups, 3, heads / groups * d_head]`` per position, the
+  three chunks in ``Family.qkv_order``: one group per head in GPT-NeoX and Persimmon ``query_key_value``
+  (``[heads, 3, d_head]``), four groups ordered q, v, k in CodeGen's ``qkv_proj``.
 - ``latent``: Multi-head Latent Attention (DeepSeek-V2/V3, MiniCPM3, GLM-4-MoE-Lite). ``q`` is the query
   (up-)projection, ``[..., heads * d_head]`` with each head ``[non-rotary | rotary]``; ``qkv`` is the key/value
   up-projection of the compressed latent, ``[..., heads * (d_head_nope + d_head_v)]`` with each head
@@ -54,8 +55,8 @@ class Family:
     """Learned positional embedding module (output is ``hook_pos_embed``); None for rotary/ALiBi models."""
     layers: str = "model.layers"
     """The ``ModuleList`` of decoder blocks."""
-    ln_final: str = "model.norm"
-    """Final norm before the unembedding."""
+    ln_final: str | None = "model.norm"
+    """Final norm before the unembedding (None: the last block's output is unembedded, e.g. post-LN OpenAI GPT)."""
     ln_embed: bool = False
     """The final-norm module is also applied to the embeddings before block 0 (nanochat): the ``ln_final`` points
     and ``stop_at_layer=n_layers`` then refer to its call after the last block."""
@@ -79,6 +80,10 @@ class Family:
     the query half, and ``hook_z`` (the input of ``o``) is already multiplied by ``sigmoid(gate)``."""
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
+    qkv_groups: int | None = None
+    """``interleaved`` layout: number of groups (None: one per head, the NeoX layout)."""
+    qkv_order: str = "qkv"
+    """``interleaved`` layout: order of the q, k and v chunks inside a group (CodeGen: ``qvk``)."""
     o: str = "self_attn.o_proj"
     """Output projection; its input is ``hook_z`` unless ``z`` names another module."""
     z: str | None = None
@@ -119,6 +124,9 @@ class Family:
     parallel: bool | str = False
     """Parallel attention and MLP; a string names a boolean config attribute that decides it."""
 
+    mlp_flat: bool = False
+    """The block flattens ``(batch, pos)`` into one axis for the MLP half (OPT); those points are shown unflattened."""
+
     mlp_gate: str | None = "mlp.gate_proj"
     """Gate projection of a gated MLP (``hook_pre``); None for plain MLPs."""
     mlp_in: str | None = "mlp.up_proj"
@@ -131,8 +139,10 @@ class Family:
     """Module whose input is ``hook_post`` when a norm sits between the hidden activation and ``mlp_down`` (BitNet's
     ``ffn_sub_norm``); None: ``mlp_down``."""
 
-    attention: Literal["registry", "gptj"] = "registry"
-    """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
+    attention: Literal["registry", "gptj", "gpt_neo", "codegen", "gpt_neox_japanese", "openai", "bloom",
+                       "mpt", "xglm", "falcon"] = "registry"
+    """How attention internals are reached: transformers' attention-function registry, or (any other value) the
+    family's own pattern-computing method, replaced on the instance while hooked (``attention.METHODS``)."""
     softmax: Literal["float32", "native", "max_native"] = "float32"
     """Eager softmax flavour: in float32 then cast back (most families), in the native dtype (GPT-2), or in the native
     dtype after subtracting each row's max, on every layer (``max_native``: MiMo-V2-Flash)."""
@@ -155,6 +165,9 @@ class Family:
     have it. Needed only where one module path serves several kinds of block (NemotronH's ``mixer`` is Mamba,
     attention, MLP or MoE; MiniMax's ``self_attn`` is softmax or lightning attention); a group not listed exists
     exactly where its modules do (``has_group``), which already tells Jamba's ``self_attn`` and ``mamba`` apart."""
+    positions: Literal["alibi", "sinusoidal"] | None = None
+    """Positional scheme when it is neither learned (``pos_embed``) nor rotary: ALiBi score biases (Bloom, MPT) or
+    fixed sinusoids added to the embedding (CTRL, XGLM); ``cfg.positional_embedding_type`` reports it."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so ``hook_mlp_out`` (and the router points) replace
     ``hook_pre``/``hook_post`` in its MoE blocks; blocks with a dense MLP (DeepSeek's first layers) keep them."""
@@ -169,6 +182,15 @@ class Family:
     different module names (Inkling2's full-attention blocks normalize q, k and v inputs separately)."""
     notes: str = ""
     """Family-specific semantics shown by ``mechscope info``."""
+    variants: tuple[tuple[str, object, dict], ...] = ()
+    """(config attribute, value, field overrides): applied in order where the config has that value, for
+    architectures whose layout is decided by config flags (Falcon's multi_query, parallel_attn, alibi)."""
+    mlp_out_copied: bool = False
+    """HF adds to the MLP's output in place after the MLP returns (Falcon's parallel block), so hook_mlp_out reads a
+    copy: otherwise a cached tensor would silently become mlp_out + attn_out."""
+    config_requires: tuple[tuple[str, object], ...] = ()
+    """(config attribute, value) pairs the entry's layout assumes; a config that differs is refused with a clear
+    error rather than wrapped with points in the wrong places (e.g. OPT-350m's post-LN blocks)."""
 
     def for_block(self, block) -> Family:
         """This entry with ``block_overrides`` for the block's class applied."""
@@ -190,7 +212,7 @@ class Family:
     def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
         """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),
         ``mixer`` or ``mlp`` (probed by the module itself), restricted by ``layer_groups``."""
-        probe = {"attn": self.o, "mixer": self.mixer, "mlp": self.mlp}[group]
+        probe = {"attn": self.o, "mixer": self.mixer, "mlp": self.mlp or self.mlp_out or self.mlp_down}[group]
         if not has_module(block, probe):
             return False
         if self.layer_groups is None or group not in self.layer_groups:
