@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .families import Family
+from .families.base import has_module
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ModelConfig:
     """HF ``config.model_type``."""
     n_layers: int
     """Number of decoder blocks."""
+    attn_layers: tuple[int, ...]
+    """Blocks with attention points (every block, except in hybrids whose other blocks mix with a state-space model,
+    linear attention or a convolution: those have ``hook_mixer_out`` instead)."""
     d_model: int
     """Residual stream width."""
     n_heads: int
@@ -30,7 +34,7 @@ class ModelConfig:
     d_head: int
     """Width of one head."""
     d_mlp: int | None
-    """MLP hidden width (None for mixture-of-experts MLPs)."""
+    """MLP hidden width (None for mixture-of-experts MLPs and models without MLP hidden points)."""
     d_vocab: int
     """Unembedding output size."""
     n_ctx: int | None
@@ -72,14 +76,15 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
 
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
     c = hf_model.config
-    block = blocks[0]
-    attn = block.get_submodule(fam.attn)
+    attn_layers = tuple(l for l, b in enumerate(blocks) if fam.has_group(c, b, l, "attn"))
+    attn = blocks[attn_layers[0]].get_submodule(fam.attn) if attn_layers else None
     n_heads = c.num_attention_heads
     d_model = c.hidden_size
     d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
-    d_mlp = _linear_in_out(block.get_submodule(fam.mlp_down))[0] if fam.mlp_down else None
+    down = next((b.get_submodule(fam.mlp_down) for b in blocks if has_module(b, fam.mlp_down)), None)
+    d_mlp = _linear_in_out(down)[0] if down is not None else None
     unembed = hf_model.get_submodule(fam.unembed)
     n_ctx = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
     act = getattr(c, "hidden_act", None) or getattr(c, "activation_function", None) or getattr(c, "hidden_activation", None)
@@ -87,6 +92,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         family=fam.name,
         model_type=c.model_type,
         n_layers=len(blocks),
+        attn_layers=attn_layers,
         d_model=d_model,
         n_heads=n_heads,
         n_kv_heads=n_kv,

@@ -109,6 +109,14 @@ class Model:
                 f"{name!r} does not exist: {self.cfg.family} runs attention and MLP in parallel on resid_pre, so "
                 "there is no residual stream between them; use hook_resid_pre, hook_attn_out or hook_mlp_out."
             )
+        layer = name.split(".")[1] if name.startswith("blocks.") else ""
+        attn_point = ".attn." in name or name.endswith("hook_attn_out")
+        if layer.isdigit() and int(layer) < self.cfg.n_layers and attn_point and int(layer) not in self.cfg.attn_layers:
+            where = f"only blocks {list(self.cfg.attn_layers)} have" if self.cfg.attn_layers else "no block exposes"
+            raise HookNameError(
+                f"{name!r} does not exist: block {layer} of this {self.cfg.family} model has no softmax attention "
+                f"({where} attention points); its token mixer's output is blocks.{layer}.hook_mixer_out where exposed."
+            )
         if name.endswith(("hook_rot_q", "hook_rot_k")) and not self.family.rotary:
             raise HookNameError(f"{name!r} does not exist: {self.cfg.family} has no rotary embedding; use hook_q/hook_k.")
         raise unknown_hook(name, self.hook_dict)
@@ -148,8 +156,8 @@ class Model:
         """Reference-counted switch to mechscope's eager-equivalent attention while internals are hooked."""
         if delta > 0 and self._attn_users == 0:
             if self.family.attention == "gptj":
-                for block in self.blocks:
-                    mod = block.get_submodule(self.family.attn)
+                for l in self.cfg.attn_layers:
+                    mod = self.blocks[l].get_submodule(self.family.attn)
                     mod._attn = partial(attention.gptj_attn, mod)
             else:
                 config = self.hf_model.config
@@ -164,8 +172,8 @@ class Model:
         self._attn_users += delta
         if delta < 0 and self._attn_users == 0:
             if self.family.attention == "gptj":
-                for block in self.blocks:
-                    block.get_submodule(self.family.attn).__dict__.pop("_attn", None)
+                for l in self.cfg.attn_layers:
+                    self.blocks[l].get_submodule(self.family.attn).__dict__.pop("_attn", None)
             else:
                 self.hf_model.config._attn_implementation = self._attn_saved
 

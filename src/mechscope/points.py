@@ -6,11 +6,14 @@ records its shape with named axes; ``docs/hook-points.md`` is the user-facing ve
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
 from . import attention
 from .config import ModelConfig
 from .families import Family
+from .families.base import has_module
 from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Whole
 
 B, P, K = "batch", "pos", "k_pos"
@@ -37,6 +40,8 @@ DOCS = {
     "mlp.hook_pre_linear": "gated MLPs: the linear (up) projection",
     "mlp.hook_post": "MLP hidden activation (input of the output projection)",
     "hook_mlp_out": "what the MLP adds to the residual",
+    "hook_mixer_out": "hybrids: what the block's non-attention token mixer (Mamba, linear attention, convolution) "
+    "outputs",
 }
 
 
@@ -49,7 +54,8 @@ def _doc(name: str) -> str:
 
 def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.ModuleList,
                  use_attn_result: bool) -> dict[str, HookPoint]:
-    """All hook points, in forward order."""
+    """All hook points, in forward order. In hybrids each block gets the groups it has (``Family.has_group``):
+    attention points, ``hook_mixer_out``, MLP points; norms and ``hook_resid_mid`` exist where their modules do."""
     pts: dict[str, HookPoint] = {}
     h, kv, dh, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
 
@@ -64,14 +70,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     if fam.pos_embed:
         add("hook_pos_embed", Whole("out", hf_model.get_submodule(fam.pos_embed)), None, (B, P, d))
 
-    for l, block in enumerate(blocks):
-        b = f"blocks.{l}"
+    def add_attention(b: str, block: nn.Module, l: int) -> None:
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
-        add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
-        if "ln1" in fam.norms:
-            add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         if fam.qkv_layout == "separate":
             q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
         elif fam.qkv_layout == "split":
@@ -97,25 +99,38 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if "ln1_post" in fam.norms:
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))
-        if fam.resid_mid:
+
+    for l, block in enumerate(blocks):
+        b = f"blocks.{l}"
+        sub = block.get_submodule
+        has = partial(has_module, block)
+        add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
+        if has(fam.norms.get("ln1")):
+            add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
+        if fam.has_group(hf_model.config, block, l, "attn"):
+            add_attention(b, block, l)
+        if fam.has_group(hf_model.config, block, l, "mixer"):
+            add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer)), l, (B, P, d))
+        if has(fam.resid_mid):
             add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
-        if "ln2" in fam.norms:
+        if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
-        m = cfg.d_mlp
-        if fam.mlp_gate_up:
-            gate_up = sub(fam.mlp_gate_up)
-            add(f"{b}.mlp.hook_pre", Chunk("out", gate_up, 0, m), l, (B, P, m))
-            add(f"{b}.mlp.hook_pre_linear", Chunk("out", gate_up, m, 2 * m), l, (B, P, m))
-        elif fam.mlp_gate:
-            add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_gate)), l, (B, P, m))
-            add(f"{b}.mlp.hook_pre_linear", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
-        elif fam.mlp_in:
-            add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
-        if fam.mlp_down:
-            add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
-        if "ln2_post" in fam.norms:
-            add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
-        add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
+        if fam.has_group(hf_model.config, block, l, "mlp"):
+            m = cfg.d_mlp
+            if has(fam.mlp_gate_up):
+                gate_up = sub(fam.mlp_gate_up)
+                add(f"{b}.mlp.hook_pre", Chunk("out", gate_up, 0, m), l, (B, P, m))
+                add(f"{b}.mlp.hook_pre_linear", Chunk("out", gate_up, m, 2 * m), l, (B, P, m))
+            elif has(fam.mlp_gate):
+                add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_gate)), l, (B, P, m))
+                add(f"{b}.mlp.hook_pre_linear", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
+            elif has(fam.mlp_in):
+                add(f"{b}.mlp.hook_pre", Whole("out", sub(fam.mlp_in)), l, (B, P, m))
+            if has(fam.mlp_down):
+                add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
+            if has(fam.norms.get("ln2_post")):
+                add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
+            add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
         add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
 
     add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .families.base import has_module
+
 
 def _io(module: nn.Module) -> Tensor:
     """Weight as ``[in, out]`` for ``nn.Linear`` (stored ``[out, in]``) and GPT-2's ``Conv1D`` (stored ``[in, out]``)."""
@@ -21,6 +23,18 @@ def _io(module: nn.Module) -> Tensor:
 def _bias(module: nn.Module, n_out: int, like: Tensor) -> Tensor:
     b = getattr(module, "bias", None)
     return b if b is not None else torch.zeros(n_out, dtype=like.dtype, device=like.device)
+
+
+def _attn_blocks(model, what: str) -> list[nn.Module]:
+    """Every block, when every block has attention; a stacked ``[layer, ...]`` view would misnumber layers otherwise."""
+    cfg = model.cfg
+    if len(cfg.attn_layers) != cfg.n_layers:
+        raise AttributeError(
+            f"{what} is stacked over all {cfg.n_layers} layers, but this {cfg.family} model has attention only in "
+            f"blocks {list(cfg.attn_layers)}; read one layer's weights from model.blocks[l] "
+            f"(model.family.q/k/v/o name the projections)."
+        )
+    return list(model.blocks)
 
 
 def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
@@ -45,7 +59,7 @@ def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
     """``W`` (layer, head, d_model, d_head) and ``b`` (layer, head, d_head) for q (0), k (1) or v (2)."""
     ws, bs = [], []
     dh = model.cfg.d_head
-    for block in model.blocks:
+    for block in _attn_blocks(model, ("W_Q", "W_K", "W_V")[which]):
         w, b = _qkv_parts(model, block, which)
         ws.append(w.unflatten(1, (-1, dh)).permute(1, 0, 2))
         bs.append(b.unflatten(0, (-1, dh)))
@@ -55,12 +69,23 @@ def qkv_weights(model, which: int) -> tuple[Tensor, Tensor]:
 def o_weights(model) -> tuple[Tensor, Tensor]:
     """``W_O`` (layer, head, d_head, d_model) and ``b_O`` (layer, d_model)."""
     ws, bs = [], []
-    for block in model.blocks:
+    for block in _attn_blocks(model, "W_O"):
         mod = block.get_submodule(model.family.o)
         w = _io(mod)
         ws.append(w.unflatten(0, (model.cfg.n_heads, model.cfg.d_head)))
         bs.append(_bias(mod, w.shape[1], w))
     return torch.stack(ws), torch.stack(bs)
+
+
+def _mlp_blocks(model) -> list[nn.Module]:
+    """Every block, when every block has a dense MLP (hybrids mix dense, MoE and MLP-less blocks)."""
+    missing = [l for l, b in enumerate(model.blocks) if not has_module(b, model.family.mlp_down)]
+    if missing:
+        raise AttributeError(
+            f"MLP weights are stacked over all {model.cfg.n_layers} layers, but blocks {missing} of this "
+            f"{model.cfg.family} model have no dense MLP; read one layer's weights from model.blocks[l]."
+        )
+    return list(model.blocks)
 
 
 def mlp_weight(model, which: str) -> Tensor | None:
@@ -69,7 +94,7 @@ def mlp_weight(model, which: str) -> Tensor | None:
     if fam.mlp_down is None:
         return None
     out = []
-    for block in model.blocks:
+    for block in _mlp_blocks(model):
         if which == "out":
             out.append(_io(block.get_submodule(fam.mlp_down)))
         elif fam.mlp_gate_up:
@@ -90,7 +115,7 @@ def mlp_bias(model, which: str) -> Tensor | None:
     if path is None or fam.mlp_down is None:
         return None
     bs = []
-    for block in model.blocks:
+    for block in _mlp_blocks(model):
         mod = block.get_submodule(path)
         w = _io(mod)
         b = _bias(mod, w.shape[1], w)

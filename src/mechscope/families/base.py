@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from torch import nn
+
 
 QKVLayout = Literal["separate", "split", "interleaved"]
 """How q, k and v come out of the projection(s).
@@ -51,8 +53,9 @@ class Family:
     unembed: str = "lm_head"
     """Unembedding (``W_U``)."""
 
-    attn: str = "self_attn"
-    """Attention module; attention internals are computed for it."""
+    attn: str | None = "self_attn"
+    """Attention module; attention internals are computed for it. None: no attention points at all (e.g. a
+    hybrid whose attention block is shared between layers)."""
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
@@ -94,6 +97,14 @@ class Family:
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
     rotary: bool = True
     """Whether q and k are rotated (``hook_rot_q``/``hook_rot_k`` exist)."""
+    mixer: str | None = None
+    """Hybrids: the token mixer of blocks that mix without softmax attention (Mamba, linear attention, short
+    convolution, RG-LRU); its output is ``hook_mixer_out``."""
+    layer_groups: dict[str, tuple[str, ...]] | None = None
+    """Hybrids whose blocks differ: point group (``attn``, ``mixer``, ``mlp``) → the ``config.layer_types`` values
+    of the blocks that have it. Needed only where one module path serves several kinds (NemotronH's ``mixer`` is
+    Mamba, attention, MLP or MoE); otherwise a group exists in a block exactly where its modules do (see
+    ``has_group``), which already covers hybrids like Jamba (``self_attn`` or ``mamba``)."""
     moe: bool = False
     """Mixture-of-experts MLP: no single hidden activation, so only ``hook_mlp_out`` exists."""
     notes: str = ""
@@ -104,9 +115,30 @@ class Family:
             return bool(getattr(config, self.parallel, False))
         return self.parallel
 
+    def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
+        """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),
+        ``mixer`` or ``mlp`` (probed by the module whose output is the point), restricted by ``layer_groups``."""
+        probe = {"attn": self.o if self.attn else None, "mixer": self.mixer, "mlp": self.mlp_out}[group]
+        if not has_module(block, probe):
+            return False
+        if self.layer_groups is None:
+            return True
+        return config.layer_types[layer] in self.layer_groups.get(group, ())
+
     @property
     def gated(self) -> bool:
         return self.mlp_gate is not None or self.mlp_gate_up is not None
+
+
+def has_module(root: nn.Module, path: str | None) -> bool:
+    """Whether ``path`` names a submodule of ``root`` (hybrid blocks differ in which modules they have)."""
+    if path is None:
+        return False
+    try:
+        root.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 LLAMA = Family(name="llama", model_types=("llama",))
