@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from family_configs import classic, core, frontier, hybrid, modern, moe
 
@@ -13,7 +14,9 @@ COMMON = dict(
     tie_word_embeddings=False,
 )
 
-# model_type (or a variant key "<model_type>_<variant>") → overrides of COMMON, one module per family table
+# model_type (or a variant key "<model_type>_<variant>") → overrides of COMMON, one module per family table. For a
+# multimodal config (one with a text_config) COMMON and the overrides go to text_config; "top_level" holds
+# keyword arguments for the outer config.
 
 _TABLES = (core, classic, modern, frontier, moe, hybrid)
 CONFIGS: dict[str, dict] = {k: v for t in _TABLES for k, v in t.CONFIGS.items()}
@@ -32,8 +35,11 @@ def model_type_of(key: str) -> str:
 def make_config(key: str, attn: str = "eager"):
     model_type = model_type_of(key)
     kw = {**COMMON, **CONFIGS[key]}
+    top = kw.pop("top_level", {})
     kw = {k: v for k, v in kw.items() if v is not None}
-    cfg = AutoConfig.for_model(model_type, **kw)
+    if "text_config" in (getattr(CONFIG_MAPPING[model_type], "sub_configs", None) or {}):
+        kw = {"text_config": kw}  # multimodal wrapper: the sizes belong to its text model
+    cfg = AutoConfig.for_model(model_type, **kw, **top)
     cfg._attn_implementation = attn
     return cfg
 

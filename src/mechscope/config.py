@@ -75,7 +75,8 @@ def _linear_in_out(module: nn.Module) -> tuple[int, int]:
 
 
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
-    c = hf_model.config
+    top = hf_model.config
+    c = top.get_text_config()  # multimodal wrappers (Gemma3ForConditionalGeneration) keep sizes in text_config
     attn_layers = tuple(l for l, b in enumerate(blocks) if fam.has_group(c, b, l, "attn"))
     attn = blocks[attn_layers[0]].get_submodule(fam.attn) if attn_layers else None
     n_heads = c.num_attention_heads
@@ -90,7 +91,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     act = getattr(c, "hidden_act", None) or getattr(c, "activation_function", None) or getattr(c, "hidden_activation", None)
     return ModelConfig(
         family=fam.name,
-        model_type=c.model_type,
+        model_type=top.model_type,
         n_layers=len(blocks),
         attn_layers=attn_layers,
         d_model=d_model,
@@ -108,7 +109,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         act_fn=act,
         attn_softcap=getattr(c, "attn_logit_softcapping", None),
         tied_embeddings=unembed.weight is hf_model.get_submodule(fam.embed).weight,
-        attn_implementation=c._attn_implementation or "eager",
+        attn_implementation=top._attn_implementation or "eager",
         dtype=unembed.weight.dtype,
         device=unembed.weight.device,
     )

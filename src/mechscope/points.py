@@ -57,6 +57,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     """All hook points, in forward order. In hybrids each block gets the groups it has (``Family.has_group``):
     attention points, ``hook_mixer_out``, MLP points; norms and ``hook_resid_mid`` exist where their modules do."""
     pts: dict[str, HookPoint] = {}
+    text_config = hf_model.config.get_text_config()
     h, kv, dh, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
 
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
@@ -107,15 +108,15 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
         if has(fam.norms.get("ln1")):
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
-        if fam.has_group(hf_model.config, block, l, "attn"):
+        if fam.has_group(text_config, block, l, "attn"):
             add_attention(b, block, l)
-        if fam.has_group(hf_model.config, block, l, "mixer"):
+        if fam.has_group(text_config, block, l, "mixer"):
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer)), l, (B, P, d))
         if has(fam.resid_mid):
             add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
-        if fam.has_group(hf_model.config, block, l, "mlp"):
+        if fam.has_group(text_config, block, l, "mlp"):
             m = cfg.d_mlp
             if has(fam.mlp_gate_up):
                 gate_up = sub(fam.mlp_gate_up)

@@ -1,6 +1,10 @@
-"""Tiny configs for ``mechscope.families.frontier``: model_type (or variant key) → overrides of ``families.COMMON``."""
+"""Tiny configs for ``mechscope.families.frontier``: model_type (or variant key) → overrides of ``families.COMMON``.
 
-CONFIGS: dict[str, dict] = {}
+Multimodal types (a config with a ``text_config``) get COMMON and these overrides in their text config."""
+
+CONFIGS: dict[str, dict] = {
+    "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
+}
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}

@@ -1,11 +1,41 @@
-"""The newest generations (Gemma 3n/4, Qwen 3.5/4, Llama 4, dots3, MiniMax-M3 text) and the text models inside their multimodal wrappers."""
+"""The newest generations (Gemma 3n/4, Qwen 3.5/4, Llama 4, dots3, MiniMax-M3 text) and the text models inside their
+multimodal wrappers.
+
+A multimodal ``*ForConditionalGeneration`` in the causal-LM mapping keeps its text decoder one level down
+(``model.language_model``); its entry is the text family with the model-level paths moved there (``nested``).
+Only text inputs are in scope for those wrappers: images and audio run through towers mechscope does not hook.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace  # noqa: F401
+from dataclasses import replace
 
-from .base import GPT2, LLAMA, Family  # noqa: F401
+from . import core
+from .base import LLAMA, Family
 
-FAMILIES: tuple[Family, ...] = ()
+_MODEL_PATHS = ("embed", "layers", "ln_final")
+"""Family fields that are relative to the ``*ForCausalLM`` module (the others are relative to a block)."""
+
+
+def nested(fam: Family, text_model: str, **changes) -> Family:
+    """``fam`` with its model-level paths (``model.…``) moved under ``text_model`` (``model.language_model``)."""
+    moved = {f: text_model + getattr(fam, f).removeprefix("model") for f in _MODEL_PATHS}
+    return replace(fam, **{**moved, **changes})
+
+
+def _core(name: str) -> Family:
+    return next(f for f in core.FAMILIES if f.name == name)
+
+
+WRAPPER_NOTE = "Multimodal wrapper: the text decoder is wrapped; text-only inputs (images are out of scope)."
+
+GEMMA3 = nested(
+    _core("gemma2"), "model.language_model", name="gemma3", model_types=("gemma3",),
+    notes=_core("gemma2").notes + " " + WRAPPER_NOTE,
+)
+
+FAMILIES: tuple[Family, ...] = (
+    GEMMA3,
+)
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
