@@ -173,6 +173,18 @@ class HeadResult(Site):
         return torch.einsum("bphd,hdm->bphm", raw.unflatten(-1, (self.n, self.d_head)), w_o)
 
 
+class TokenRows(Whole):
+    """A module output that may come back flattened to ``[batch * pos, d]`` (Llama 4's MoE returns token rows),
+    shown with its input's leading shape, ``[batch, pos, d]``; a replacement is written back in the raw layout."""
+
+    def read(self, raw, ctx):
+        x = ctx[0][0] if ctx[0] else next(iter(ctx[1].values()))
+        return raw.view(*x.shape[:-1], raw.shape[-1])
+
+    def write(self, raw, new, old, ctx):
+        return new.reshape(raw.shape)
+
+
 class ResidMid(Whole):
     """The first input of the module after attention (ln2, or the MLP in post-norm blocks).
 

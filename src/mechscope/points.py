@@ -14,7 +14,7 @@ from . import attention
 from .config import ModelConfig
 from .families import Family
 from .families.base import has_module
-from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Whole
+from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, TokenRows, Whole
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -131,7 +131,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add(f"{b}.mlp.hook_post", Whole("in", sub(fam.mlp_down)), l, (B, P, m))
             if has(fam.norms.get("ln2_post")):
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
-            add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out)), l, (B, P, d))
+            mlp_out = (TokenRows if fam.mlp_out_flat else Whole)("out", sub(fam.mlp_out))
+            add(f"{b}.hook_mlp_out", mlp_out, l, (B, P, d))
         add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
 
     add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)

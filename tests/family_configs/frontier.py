@@ -2,8 +2,15 @@
 
 Multimodal types (a config with a ``text_config``) get COMMON and these overrides in their text config."""
 
+LLAMA4 = dict(  # layer 0: RoPE, chunked attention, dense MLP; layer 1: NoPE + temperature tuning, full attention, MoE
+    intermediate_size=32, intermediate_size_mlp=96, num_local_experts=4, num_experts_per_tok=1,
+    interleave_moe_layer_step=2, no_rope_layer_interval=2, attention_chunk_size=4, floor_scale=4,
+)
+
 CONFIGS: dict[str, dict] = {
     "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
+    "llama4_text": LLAMA4,
+    "llama4": LLAMA4,
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""

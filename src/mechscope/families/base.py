@@ -77,6 +77,9 @@ class Family:
     """MLP module."""
     mlp_out: str | None = "mlp"
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
+    mlp_out_flat: bool = False
+    """The ``mlp_out`` module returns token rows ``[batch * pos, d_model]`` (Llama 4's MoE); ``hook_mlp_out`` shows
+    them as ``[batch, pos, d_model]``."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
     parallel: bool | str = False

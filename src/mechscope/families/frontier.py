@@ -34,8 +34,18 @@ GEMMA3 = nested(
     notes=_core("gemma2").notes + " " + WRAPPER_NOTE,
 )
 
+LLAMA4 = replace(
+    LLAMA, name="llama4", model_types=("llama4", "llama4_text"), mlp="feed_forward", mlp_out="feed_forward",
+    mlp_out_flat=True, moe=True, softmax="native",
+    notes="MoE blocks (shared expert + routed experts) and dense blocks interleave; both expose hook_mlp_out. "
+    "NoPE layers (every no_rope_layer_interval-th) do not rotate q/k: their hook_rot_q/hook_rot_k are the query "
+    "after attention-temperature scaling and the plain key; on RoPE layers they are after RoPE and the L2 qk-norm. "
+    "Chunked-attention layers mask keys outside the query's chunk (finfo.min in hook_attn_scores).",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
+    LLAMA4,
 )
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
