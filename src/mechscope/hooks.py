@@ -76,17 +76,17 @@ class Whole(Site):
 class Heads(Site):
     """``[..., n * d_head]`` seen as ``[..., n, d_head]``, optionally a column slice of a fused output.
 
-    ``lo:hi`` selects a contiguous slice (``[q | k | v]`` layouts); ``part`` selects one of three interleaved
-    per-head chunks (``[heads, 3, d_head]`` layouts)."""
+    ``lo:hi`` selects a contiguous slice (``[q | k | v]`` layouts); ``part`` selects one of ``parts`` interleaved
+    per-head chunks (``[heads, 3, d_head]`` layouts; ``[heads, 2, d_head]`` for gated queries ``[query | gate]``)."""
 
     def __init__(self, where: str, module: nn.Module, n: int, d_head: int,
-                 lo: int | None = None, hi: int | None = None, part: int | None = None):
+                 lo: int | None = None, hi: int | None = None, part: int | None = None, parts: int = 3):
         self.anchor = (where, module)
-        self.n, self.d_head, self.lo, self.hi, self.part = n, d_head, lo, hi, part
+        self.n, self.d_head, self.lo, self.hi, self.part, self.parts = n, d_head, lo, hi, part, parts
 
     def read(self, raw, ctx):
         if self.part is not None:
-            return raw.unflatten(-1, (self.n, 3, self.d_head))[..., self.part, :]
+            return raw.unflatten(-1, (self.n, self.parts, self.d_head))[..., self.part, :]
         if self.lo is not None:
             raw = raw[..., self.lo:self.hi]
         return raw.unflatten(-1, (self.n, self.d_head))
@@ -94,7 +94,7 @@ class Heads(Site):
     def write(self, raw, new, old, ctx):
         if self.part is not None:
             out = raw.clone()
-            out.unflatten(-1, (self.n, 3, self.d_head))[..., self.part, :] = new
+            out.unflatten(-1, (self.n, self.parts, self.d_head))[..., self.part, :] = new
             return out
         if self.lo is not None:
             return torch.cat([raw[..., :self.lo], new.flatten(-2), raw[..., self.hi:]], dim=-1)

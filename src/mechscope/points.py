@@ -77,6 +77,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
         if fam.qkv_layout == "separate":
             q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
+            if fam.q_parts > 1:
+                q = Heads("out", sub(fam.q), h, dh, part=0, parts=fam.q_parts)
         elif fam.qkv_layout == "split":
             fused = sub(fam.qkv)
             q = Heads("out", fused, h, dh, 0, h * dh)

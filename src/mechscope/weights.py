@@ -44,7 +44,10 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
     if fam.qkv_layout == "separate":
         mod = block.get_submodule((fam.q, fam.k, fam.v)[which])
         w = _io(mod)
-        return w, _bias(mod, w.shape[1], w)
+        b = _bias(mod, w.shape[1], w)
+        if which == 0 and fam.q_parts > 1:  # gated queries: keep the query chunk of each head's [query | gate]
+            return w.unflatten(1, (h, fam.q_parts, dh))[:, :, 0].flatten(1), b.unflatten(0, (h, fam.q_parts, dh))[:, 0].flatten()
+        return w, b
     mod = block.get_submodule(fam.qkv)
     w = _io(mod)
     b = _bias(mod, w.shape[1], w)

@@ -61,6 +61,10 @@ class Family:
     q: str = "self_attn.q_proj"
     k: str = "self_attn.k_proj"
     v: str = "self_attn.v_proj"
+    q_parts: int = 1
+    """Per-head chunks in the ``separate`` query projection's output, the query first: 2 for gated attention
+    (Qwen3.5/Qwen3-Next ``q_proj`` gives ``[query | gate]`` per head; the gate multiplies ``hook_z`` by its sigmoid
+    before the output projection)."""
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"

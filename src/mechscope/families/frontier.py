@@ -43,9 +43,19 @@ LLAMA4 = replace(
     "Chunked-attention layers mask keys outside the query's chunk (finfo.min in hook_attn_scores).",
 )
 
+QWEN3_5 = replace(
+    LLAMA, name="qwen3_5", model_types=("qwen3_5", "qwen3_5_text"), q_parts=2, mixer="linear_attn",
+    notes="Hybrid: gated-DeltaNet (linear attention) blocks have hook_mixer_out instead of attention points; "
+    "full-attention blocks have gated attention: q_proj gives [query | gate] per head (hook_q is the query), "
+    "hook_z is the input of o_proj, i.e. the weighted values already multiplied by sigmoid(gate). q and k are "
+    "RMS-normed per head before (partial) RoPE; hook_rot_q/k are after both.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
     LLAMA4,
+    QWEN3_5,
+    replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
 )
 EXCLUDED: dict[str, str] = {}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
