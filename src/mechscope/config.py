@@ -66,7 +66,7 @@ class ModelConfig:
         return d
 
 
-def _linear_in_out(module: nn.Module) -> tuple[int, int]:
+def linear_in_out(module: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) of an ``nn.Linear`` or GPT-2's ``Conv1D`` (weight stored ``[in, out]``)."""
     w = module.weight
     if type(module).__name__ == "Conv1D":
@@ -85,7 +85,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
     down = next((b.get_submodule(fam.mlp_down) for b in blocks if has_module(b, fam.mlp_down)), None)
-    d_mlp = _linear_in_out(down)[0] if down is not None else None
+    d_mlp = linear_in_out(down)[0] if down is not None else None
     unembed = hf_model.get_submodule(fam.unembed)
     n_ctx = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
     act = getattr(c, "hidden_act", None) or getattr(c, "activation_function", None) or getattr(c, "hidden_activation", None)

@@ -11,7 +11,7 @@ from functools import partial
 from torch import nn
 
 from . import attention
-from .config import ModelConfig
+from .config import ModelConfig, linear_in_out
 from .families import Family
 from .families.base import has_module
 from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, TokenRows, Whole
@@ -74,9 +74,14 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     def add_attention(b: str, block: nn.Module, l: int) -> None:
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
+        # sizes read per block: Gemma 4's full-attention blocks have wider heads and fewer kv heads
+        dh = getattr(attn_mod, "head_dim", None) or cfg.d_head
+        groups = getattr(attn_mod, "num_key_value_groups", None)
+        kv = cfg.n_kv_heads if cfg.n_kv_heads == 1 or not groups else h // groups
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
         if fam.qkv_layout == "separate":
-            q, k, v = (Heads("out", sub(p), n, dh) for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
+            q, k, v = (Heads("out", block.get_submodule(p) if has_module(block, p) else None, n, dh)
+                       for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
             if fam.q_parts > 1:
                 q = Heads("out", sub(fam.q), h, dh, part=0, parts=fam.q_parts)
         elif fam.qkv_layout == "split":
@@ -87,9 +92,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         else:
             fused = sub(fam.qkv)
             q, k, v = (Heads("out", fused, h, dh, part=i) for i in range(3))
-        add(f"{b}.attn.hook_q", q, l, (B, P, h, dh))
-        add(f"{b}.attn.hook_k", k, l, (B, P, kv, dh))
-        add(f"{b}.attn.hook_v", v, l, (B, P, kv, dh))
+        for name, site, n in (("q", q, h), ("k", k, kv), ("v", v, kv)):
+            if fam.qkv_layout != "separate" or has_module(block, getattr(fam, name)):  # KV-sharing layers have no k/v
+                add(f"{b}.attn.hook_{name}", site, l, (B, P, n, dh))
         if fam.rotary:
             add(f"{b}.attn.hook_rot_q", AttnInternal(attn_mod, "rot_q"), l, (B, P, h, dh))
             add(f"{b}.attn.hook_rot_k", AttnInternal(attn_mod, "rot_k"), l, (B, K, kv, dh))
@@ -119,7 +124,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         if fam.has_group(text_config, block, l, "mlp"):
-            m = cfg.d_mlp
+            m = linear_in_out(sub(fam.mlp_down))[0] if has(fam.mlp_down) else cfg.d_mlp  # widths may vary by block
             if has(fam.mlp_gate_up):
                 gate_up = sub(fam.mlp_gate_up)
                 add(f"{b}.mlp.hook_pre", Chunk("out", gate_up, 0, m), l, (B, P, m))

@@ -34,6 +34,24 @@ def _attn_blocks(model, what: str) -> list[nn.Module]:
             f"blocks {list(cfg.attn_layers)}; read one layer's weights from model.blocks[l] "
             f"(model.family.q/k/v/o name the projections)."
         )
+    fam = model.family
+    for l, block in enumerate(model.blocks):
+        attn = block.get_submodule(fam.attn)
+        groups = getattr(attn, "num_key_value_groups", None)
+        sizes = (getattr(attn, "head_dim", None) or cfg.d_head,
+                 cfg.n_kv_heads if cfg.n_kv_heads == 1 or not groups else cfg.n_heads // groups)
+        if sizes != (cfg.d_head, cfg.n_kv_heads):
+            raise AttributeError(
+                f"{what} is stacked over layers, but block {l} of this {cfg.family} model has {sizes[1]} kv heads of "
+                f"width {sizes[0]} where block 0 has {cfg.n_kv_heads} of width {cfg.d_head}; read that layer's weights "
+                f"from model.blocks[{l}] (model.family.q/k/v/o name the projections)."
+            )
+        proj = (fam.q, fam.k, fam.v)[("W_Q", "W_K", "W_V").index(what)] if what in ("W_Q", "W_K", "W_V") else fam.o
+        if fam.qkv_layout == "separate" and not has_module(block, proj):
+            raise AttributeError(
+                f"{what} does not exist for block {l} of this {cfg.family} model: it has no {proj} (it reuses another "
+                "layer's keys and values, or its values are its keys); read the projections from model.blocks."
+            )
     return list(model.blocks)
 
 
@@ -87,6 +105,12 @@ def _mlp_blocks(model) -> list[nn.Module]:
         raise AttributeError(
             f"MLP weights are stacked over all {model.cfg.n_layers} layers, but blocks {missing} of this "
             f"{model.cfg.family} model have no dense MLP; read one layer's weights from model.blocks[l]."
+        )
+    widths = {_io(b.get_submodule(model.family.mlp_down)).shape[0] for b in model.blocks}
+    if len(widths) > 1:
+        raise AttributeError(
+            f"MLP weights are stacked over layers, but the MLP widths of this {model.cfg.family} model differ by block "
+            f"({sorted(widths)}); read one layer's weights from model.blocks[l]."
         )
     return list(model.blocks)
 

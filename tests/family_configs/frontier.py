@@ -14,10 +14,23 @@ QWEN3_5 = dict(  # attention block first, then a gated-DeltaNet block
 QWEN3_5_MOE = dict(QWEN3_5, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                    shared_expert_intermediate_size=32)
 
+GEMMA4 = dict(  # sliding block with 2 kv heads of 16, full block with 1 kv head of 32 and k == v; per-layer inputs
+    layer_types=["sliding_attention", "full_attention"], sliding_window=4, global_head_dim=32,
+    num_global_key_value_heads=1, attention_k_eq_v=True, hidden_size_per_layer_input=8, vocab_size_per_layer_input=128,
+)
+GEMMA4_SHARED_MOE = dict(  # blocks 2-3 reuse the KV of blocks 0-1, with double-wide MLPs; dense MLP + experts
+    GEMMA4, num_hidden_layers=4, layer_types=["sliding_attention", "full_attention"] * 2, num_kv_shared_layers=2,
+    use_double_wide_mlp=True, enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
+    attention_k_eq_v=False,
+)
+
 CONFIGS: dict[str, dict] = {
     "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
     "llama4_text": LLAMA4,
     "llama4": LLAMA4,
+    "gemma4_text": GEMMA4,
+    "gemma4_text_shared_moe": GEMMA4_SHARED_MOE,
+    "gemma4": GEMMA4,
     "qwen3_5_text": QWEN3_5,
     "qwen3_5": QWEN3_5,
     "qwen3_5_moe_text": QWEN3_5_MOE,
@@ -25,5 +38,5 @@ CONFIGS: dict[str, dict] = {
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""
-VARIANTS: dict[str, str] = {}
+VARIANTS: dict[str, str] = {"gemma4_text_shared_moe": "gemma4_text"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

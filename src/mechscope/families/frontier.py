@@ -51,9 +51,26 @@ QWEN3_5 = replace(
     "RMS-normed per head before (partial) RoPE; hook_rot_q/k are after both.",
 )
 
+GEMMA4 = replace(
+    _core("gemma2"), name="gemma4", model_types=("gemma4_text",),
+    notes="Sandwich norms as in Gemma 2/3 (hook_attn_out/hook_mlp_out are after ln1_post/ln2_post). After the MLP, "
+    "a per-layer-input branch (per_layer_input_gate → per_layer_projection → post_per_layer_input_norm) adds to the "
+    "residual and the block's output is multiplied by layer_scalar, so hook_resid_post = (hook_resid_mid + "
+    "hook_mlp_out + per-layer term) * layer_scalar. Full-attention blocks may have wider heads and fewer kv heads "
+    "than sliding ones (shapes are per block); with attention_k_eq_v they have no v_proj (values are the key "
+    "projection, so there is no hook_v); KV-sharing blocks have no k_proj/v_proj (no hook_k/hook_v; hook_rot_k is "
+    "the shared key). hook_v is before the scale-free v-norm. With enable_moe_block, hook_mlp_out includes the "
+    "experts (post_feedforward_layernorm of dense MLP + experts) while mlp.* points are the dense MLP's, and "
+    "replacing hook_resid_mid does not reach the router, the experts, the per-layer branch or layer_scalar: edit "
+    "hook_resid_pre/hook_resid_post for exact residual edits there.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
     LLAMA4,
+    GEMMA4,
+    nested(GEMMA4, "model.language_model", name="gemma4_mm", model_types=("gemma4",),
+           notes=GEMMA4.notes + " " + WRAPPER_NOTE),
     QWEN3_5,
     replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
 )
