@@ -18,6 +18,7 @@ GEMMA4 = dict(  # sliding block with 2 kv heads of 16, full block with 1 kv head
     layer_types=["sliding_attention", "full_attention"], sliding_window=4, global_head_dim=32,
     num_global_key_value_heads=1, attention_k_eq_v=True, hidden_size_per_layer_input=8, vocab_size_per_layer_input=128,
 )
+GEMMA4_UNIFIED = {k: v for k, v in GEMMA4.items() if "per_layer" not in k}  # no per-layer inputs
 GEMMA4_SHARED_MOE = dict(  # blocks 2-3 reuse the KV of blocks 0-1, with double-wide MLPs; dense MLP + experts
     GEMMA4, num_hidden_layers=4, layer_types=["sliding_attention", "full_attention"] * 2, num_kv_shared_layers=2,
     use_double_wide_mlp=True, enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
@@ -31,6 +32,8 @@ CONFIGS: dict[str, dict] = {
     "gemma4_text": GEMMA4,
     "gemma4_text_shared_moe": GEMMA4_SHARED_MOE,
     "gemma4": GEMMA4,
+    "gemma4_unified_text": GEMMA4_UNIFIED,
+    "gemma4_unified": GEMMA4_UNIFIED,
     "qwen3_5_text": QWEN3_5,
     "qwen3_5": QWEN3_5,
     "qwen3_5_moe_text": QWEN3_5_MOE,

@@ -71,8 +71,17 @@ FAMILIES: tuple[Family, ...] = (
     GEMMA4,
     nested(GEMMA4, "model.language_model", name="gemma4_mm", model_types=("gemma4",),
            notes=GEMMA4.notes + " " + WRAPPER_NOTE),
+    replace(GEMMA4, name="gemma4_unified", model_types=("gemma4_unified_text",)),
+    nested(GEMMA4, "model.language_model", name="gemma4_unified_mm", model_types=("gemma4_unified",),
+           notes=GEMMA4.notes + " " + WRAPPER_NOTE),
     QWEN3_5,
     replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
 )
-EXCLUDED: dict[str, str] = {}
+_DRAFTER = ("a multi-token-prediction drafter for assisted decoding: its forward needs the target model's "
+            "hidden states and shared KV states, not token ids, so it is not a standalone language model; wrap the "
+            "target Gemma 4 model instead")
+EXCLUDED: dict[str, str] = {
+    "gemma4_assistant": _DRAFTER.capitalize() + ".",
+    "gemma4_unified_assistant": _DRAFTER.capitalize() + ".",
+}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
