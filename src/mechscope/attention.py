@@ -10,13 +10,18 @@ Traps handled here (see ``shared/notes/hf-internals.md``):
 - the name must also be registered in ``AttentionMaskInterface`` or the model silently gets no causal mask;
 - ``"eager"`` is not a registry key, so registering it would override eager for every model in the process;
 - softmax flavours differ: float32-then-cast (most families) vs native dtype (GPT-2);
-- GPT-J does not use the registry: its ``_attn`` method is replaced on the instance while hooked.
+- GPT-J does not use the registry: its ``_attn`` method is replaced on the instance while hooked;
+- some modelling files test the implementation name (``"eager"``/``"sdpa"``) to decide whether to build a mask:
+  for those, mechscope stands in for the file's ``eager_attention_forward`` under the name ``"eager"``.
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -36,6 +41,8 @@ class AttnState:
 
     softmax_native: bool
     n_rep: int
+    standing_in: bool = False
+    """``attention="eager"`` families: mechscope's attention currently stands in for the modelling file's eager one."""
     entries: dict[str, list] = field(default_factory=dict)
     """kind (one of ``ATTN_KINDS``) → list of hook entries, fired in order."""
 
@@ -129,6 +136,46 @@ def gptj_attn(module: nn.Module, query, key, value, attention_mask=None):
     pattern = _fire(state, "pattern", pattern)
     pattern = module.attn_dropout(pattern)
     return torch.matmul(pattern, value), pattern
+
+
+_STOOD_IN: dict[ModuleType, tuple[Callable, int]] = {}
+"""modelling module → (its own eager_attention_forward, number of attention modules standing in)."""
+
+
+def stand_in_for_eager(modules: list[nn.Module], on: bool) -> None:
+    """Run mechscope's attention for ``modules`` under the implementation name ``"eager"``.
+
+    Some modelling files test the implementation *name* (MiniMax-M3 and dots3 build their sparse-attention masks
+    only ``if config._attn_implementation in ("eager", "sdpa")``), so under the name ``"mechscope"`` they would
+    silently drop a mask. For them the model keeps the name ``"eager"`` while hooked, and the modelling module's
+    ``eager_attention_forward`` (looked up at each call) is replaced by a dispatcher that runs mechscope's attention
+    for these modules only and the original for every other module; the original is restored when the last one
+    stands down."""
+    for m in modules:
+        modeling = sys.modules[type(m).__module__]
+        original, users = _STOOD_IN.get(modeling, (None, 0))
+        if on:
+            if users == 0:
+                original = modeling.eager_attention_forward
+                modeling.eager_attention_forward = _dispatcher(original)
+            _STOOD_IN[modeling] = (original, users + 1)
+        else:
+            if users == 1:
+                modeling.eager_attention_forward = original
+                del _STOOD_IN[modeling]
+            else:
+                _STOOD_IN[modeling] = (original, users - 1)
+        _STATE[m].standing_in = on
+
+
+def _dispatcher(original: Callable) -> Callable:
+    def eager_attention_forward(module, *args, **kwargs):
+        state = _STATE.get(module)
+        if state is not None and state.standing_in:
+            return mechscope_attention(module, *args, **kwargs)
+        return original(module, *args, **kwargs)
+
+    return eager_attention_forward
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, mechscope_attention)

@@ -161,6 +161,8 @@ class Model:
                     mod._attn = partial(attention.gptj_attn, mod)
             else:
                 config = self.hf_model.config
+                if self.family.attention == "eager":
+                    attention.stand_in_for_eager(self._attn_modules(), True)
                 if getattr(config, "reorder_and_upcast_attn", False):
                     raise InputError(
                         "this GPT-2 has reorder_and_upcast_attn=True, whose upcast attention mechscope does not "
@@ -168,14 +170,19 @@ class Model:
                         "attention scores or patterns."
                     )
                 self._attn_saved = config._attn_implementation
-                config._attn_implementation = attention.ATTN_IMPLEMENTATION
+                config._attn_implementation = "eager" if self.family.attention == "eager" else attention.ATTN_IMPLEMENTATION
         self._attn_users += delta
         if delta < 0 and self._attn_users == 0:
             if self.family.attention == "gptj":
                 for l in self.cfg.attn_layers:
                     self.blocks[l].get_submodule(self.family.attn).__dict__.pop("_attn", None)
             else:
+                if self.family.attention == "eager":
+                    attention.stand_in_for_eager(self._attn_modules(), False)
                 self.hf_model.config._attn_implementation = self._attn_saved
+
+    def _attn_modules(self) -> list[nn.Module]:
+        return [self.blocks[l].get_submodule(self.family.attn) for l in self.cfg.attn_layers]
 
     def _attach(self, fwd_hooks: Iterable[HookSpec] = (), bwd_hooks: Iterable[HookSpec] = ()) -> Attachment:
         return Attachment(self._entries(fwd_hooks, False) + self._entries(bwd_hooks, True), self._switch_attention)

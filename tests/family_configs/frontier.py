@@ -25,6 +25,12 @@ GEMMA4_SHARED_MOE = dict(  # blocks 2-3 reuse the KV of blocks 0-1, with double-
     attention_k_eq_v=False,
 )
 
+MINIMAX_M3 = dict(  # block 0: sparse attention (blocks of 2 keys, top 2), dense MLP; block 1: full attention, MoE
+    layer_types=["minimax_m3_sparse", "full_attention"], mlp_layer_types=["dense", "sparse"], num_local_experts=4,
+    num_experts_per_tok=2, dense_intermediate_size=96, shared_intermediate_size=32, intermediate_size=32,
+    rotary_dim=8, index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=2,
+)
+
 CONFIGS: dict[str, dict] = {
     "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
     "llama4_text": LLAMA4,
@@ -34,6 +40,7 @@ CONFIGS: dict[str, dict] = {
     "gemma4": GEMMA4,
     "gemma4_unified_text": GEMMA4_UNIFIED,
     "gemma4_unified": GEMMA4_UNIFIED,
+    "minimax_m3_vl_text": MINIMAX_M3,
     "qwen3_5_text": QWEN3_5,
     "qwen3_5": QWEN3_5,
     "qwen3_5_moe_text": QWEN3_5_MOE,

@@ -98,8 +98,10 @@ class Family:
     mlp_down: str | None = "mlp.down_proj"
     """Output projection; its input is ``hook_post``."""
 
-    attention: Literal["registry", "gptj"] = "registry"
-    """How attention internals are reached: transformers' attention-function registry, or GPT-J's ``_attn``."""
+    attention: Literal["registry", "gptj", "eager"] = "registry"
+    """How attention internals are reached: transformers' attention-function registry, GPT-J's ``_attn``, or
+    (``eager``) standing in for the modelling file's ``eager_attention_forward`` under the name ``"eager"``, for
+    modelling code that builds masks only when the implementation is named ``"eager"``/``"sdpa"``."""
     softmax: Literal["float32", "native"] = "float32"
     """Eager softmax flavour: in float32 then cast back (most families), or in the native dtype (GPT-2)."""
     rotary: bool = True

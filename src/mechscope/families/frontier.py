@@ -65,6 +65,13 @@ GEMMA4 = replace(
     "hook_resid_pre/hook_resid_post for exact residual edits there.",
 )
 
+MINIMAX_M3 = replace(
+    LLAMA, name="minimax_m3", model_types=("minimax_m3_vl_text",), moe=True, attention="eager",
+    notes="Dense and MoE blocks interleave (mlp_layer_types); both expose hook_mlp_out. Sparse-attention blocks "
+    "keep, per query, the key blocks a lightning indexer selects: the others are masked (finfo.min) in "
+    "hook_attn_scores and get zero pattern. q and k are RMS-normed per head before partial RoPE.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
     LLAMA4,
@@ -74,6 +81,7 @@ FAMILIES: tuple[Family, ...] = (
     replace(GEMMA4, name="gemma4_unified", model_types=("gemma4_unified_text",)),
     nested(GEMMA4, "model.language_model", name="gemma4_unified_mm", model_types=("gemma4_unified",),
            notes=GEMMA4.notes + " " + WRAPPER_NOTE),
+    MINIMAX_M3,
     QWEN3_5,
     replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
 )
