@@ -79,9 +79,10 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
     c = top.get_text_config()  # multimodal wrappers (Gemma3ForConditionalGeneration) keep sizes in text_config
     attn_layers = tuple(l for l, b in enumerate(blocks) if fam.has_group(c, b, l, "attn"))
     attn = blocks[attn_layers[0]].get_submodule(fam.attn) if attn_layers else None
-    n_heads = c.num_attention_heads
+    n_heads = getattr(attn, "num_heads", None) or c.num_attention_heads  # dots3's config refuses a global head count
     d_model = c.hidden_size
-    d_head = getattr(attn, "head_dim", None) or getattr(c, "head_dim", None) or d_model // n_heads
+    d_head = (getattr(attn, "head_dim", None) or getattr(attn, "qk_head_dim", None) or getattr(c, "head_dim", None)
+              or d_model // n_heads)  # qk_head_dim: multi-head latent attention (MLA)
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = 1 if getattr(c, "multi_query", False) else n_heads // groups if groups else n_heads
     down = next((b.get_submodule(fam.mlp_down) for b in blocks if has_module(b, fam.mlp_down)), None)

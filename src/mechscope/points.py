@@ -74,8 +74,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     def add_attention(b: str, block: nn.Module, l: int) -> None:
         sub = block.get_submodule
         attn_mod = sub(fam.attn)
-        # sizes read per block: Gemma 4's full-attention blocks have wider heads and fewer kv heads
-        dh = getattr(attn_mod, "head_dim", None) or cfg.d_head
+        # sizes read per block: Gemma 4's full-attention blocks have wider heads and fewer kv heads, dots3's
+        # sliding blocks fewer heads; MLA values (hook_z) are narrower than queries and keys
+        h = getattr(attn_mod, "num_heads", None) or cfg.n_heads
+        dh = getattr(attn_mod, "head_dim", None) or getattr(attn_mod, "qk_head_dim", None) or cfg.d_head
         groups = getattr(attn_mod, "num_key_value_groups", None)
         kv = cfg.n_kv_heads if cfg.n_kv_heads == 1 or not groups else h // groups
         attention.register_module(attn_mod, softmax_native=fam.softmax == "native", n_rep=h // kv)
@@ -101,9 +103,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.attn.hook_attn_scores", AttnInternal(attn_mod, "attn_scores"), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
-        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dh), l, (B, P, h, dh))
+        dz = linear_in_out(o_proj)[0] // h
+        add(f"{b}.attn.hook_z", Heads("in", o_proj, h, dz), l, (B, P, h, dz))
         if use_attn_result:
-            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dh), l, (B, P, h, d))
+            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dz), l, (B, P, h, d))
         if "ln1_post" in fam.norms:
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         add(f"{b}.hook_attn_out", Whole("out", sub(fam.attn_out)), l, (B, P, d))

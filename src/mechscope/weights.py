@@ -35,22 +35,31 @@ def _attn_blocks(model, what: str) -> list[nn.Module]:
             f"(model.family.q/k/v/o name the projections)."
         )
     fam = model.family
+    proj = dict(zip(("W_Q", "W_K", "W_V"), (fam.q, fam.k, fam.v))).get(what, fam.o)
     for l, block in enumerate(model.blocks):
         attn = block.get_submodule(fam.attn)
+        h = getattr(attn, "num_heads", None) or cfg.n_heads
         groups = getattr(attn, "num_key_value_groups", None)
-        sizes = (getattr(attn, "head_dim", None) or cfg.d_head,
-                 cfg.n_kv_heads if cfg.n_kv_heads == 1 or not groups else cfg.n_heads // groups)
-        if sizes != (cfg.d_head, cfg.n_kv_heads):
+        sizes = (h, cfg.n_kv_heads if cfg.n_kv_heads == 1 or not groups else h // groups,
+                 getattr(attn, "head_dim", None) or getattr(attn, "qk_head_dim", None) or cfg.d_head,
+                 _io(block.get_submodule(fam.o)).shape[0] // h)
+        if sizes != (cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_head):
             raise AttributeError(
-                f"{what} is stacked over layers, but block {l} of this {cfg.family} model has {sizes[1]} kv heads of "
-                f"width {sizes[0]} where block 0 has {cfg.n_kv_heads} of width {cfg.d_head}; read that layer's weights "
-                f"from model.blocks[{l}] (model.family.q/k/v/o name the projections)."
+                f"{what} is stacked over layers as [layer, head, d_model, d_head], but block {l} of this {cfg.family} "
+                f"model has {sizes[0]} heads, {sizes[1]} kv heads, query/key width {sizes[2]} and value width "
+                f"{sizes[3]} (the model's summary: {cfg.n_heads}, {cfg.n_kv_heads}, {cfg.d_head}); read that layer's "
+                f"weights from model.blocks[{l}] (model.family.q/k/v/o name the projections)."
             )
-        proj = (fam.q, fam.k, fam.v)[("W_Q", "W_K", "W_V").index(what)] if what in ("W_Q", "W_K", "W_V") else fam.o
         if fam.qkv_layout == "separate" and not has_module(block, proj):
             raise AttributeError(
-                f"{what} does not exist for block {l} of this {cfg.family} model: it has no {proj} (it reuses another "
-                "layer's keys and values, or its values are its keys); read the projections from model.blocks."
+                f"{what} does not exist for block {l} of this {cfg.family} model: it has no {what[-1]} projection of "
+                "its own (it reuses another layer's keys and values, its values are its keys, or keys and values come "
+                "from a shared latent); read the projections from model.blocks."
+            )
+        if fam.qkv_layout == "separate" and what != "W_O" and _io(block.get_submodule(proj)).shape[0] != cfg.d_model:
+            raise AttributeError(
+                f"{what} does not exist for block {l} of this {cfg.family} model: its {proj} reads a latent, not the "
+                "residual stream (multi-head latent attention); read the projections from model.blocks."
             )
     return list(model.blocks)
 

@@ -31,6 +31,15 @@ MINIMAX_M3 = dict(  # block 0: sparse attention (blocks of 2 keys, top 2), dense
     rotary_dim=8, index_n_heads=2, index_head_dim=8, index_block_size=2, index_topk_blocks=2,
 )
 
+DOTS3 = dict(  # block 0: indexed (DSA, top 4 keys) MLA, dense MLP; block 1: sliding MLA with 2 narrower heads, MoE
+    num_key_value_heads=4, layer_types=["indexed_attention", "sliding_attention"], mlp_layer_types=["dense", "sparse"],
+    n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_experts_intermediate_size=32,
+    kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12, head_dim=24,
+    index_topk=4, index_head_dim=16, index_n_heads=2, sliding_window=4, swa_num_attention_heads=2,
+    swa_num_key_value_heads=2, swa_q_lora_rank=16, swa_kv_lora_rank=16, swa_head_dim=24, swa_qk_nope_head_dim=16,
+    swa_v_head_dim=8,
+)
+
 CONFIGS: dict[str, dict] = {
     "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
     "llama4_text": LLAMA4,
@@ -41,6 +50,8 @@ CONFIGS: dict[str, dict] = {
     "gemma4_unified_text": GEMMA4_UNIFIED,
     "gemma4_unified": GEMMA4_UNIFIED,
     "minimax_m3_vl_text": MINIMAX_M3,
+    "dots3_note_text": DOTS3,
+    "dots3_note": dict(DOTS3, top_level=dict(vision_config=dict(adapter_out_dim=64), audio_config=dict(adapter_out_dim=64))),
     "qwen3_5_text": QWEN3_5,
     "qwen3_5": QWEN3_5,
     "qwen3_5_moe_text": QWEN3_5_MOE,

@@ -72,6 +72,18 @@ MINIMAX_M3 = replace(
     "hook_attn_scores and get zero pattern. q and k are RMS-normed per head before partial RoPE.",
 )
 
+DOTS3 = replace(
+    LLAMA, name="dots3_note", model_types=("dots3_note", "dots3_note_text"), q="self_attn.q_b_proj", k=None, v=None,
+    moe=True, attention="eager",
+    notes="Multi-head latent attention (MLA): hook_q is the up-projected query (q_b_proj, per head [nope | rope], "
+    "before rotary); keys and values are expanded per head from a shared latent, so there is no hook_k/hook_v: "
+    "hook_rot_k holds the keys ([nope | rotated rope], one per query head). hook_z is narrower (v_head_dim) and is "
+    "the input of o_proj, i.e. the weighted values already multiplied by the per-head sigmoid gate (g_proj). "
+    "Indexed-attention (DSA) blocks keep only the keys the indexer selects (others masked with finfo.min); sliding "
+    "blocks may have fewer, differently sized heads (shapes are per block). Dense and MoE blocks interleave; both "
+    "expose hook_mlp_out.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
     LLAMA4,
@@ -82,6 +94,7 @@ FAMILIES: tuple[Family, ...] = (
     nested(GEMMA4, "model.language_model", name="gemma4_unified_mm", model_types=("gemma4_unified",),
            notes=GEMMA4.notes + " " + WRAPPER_NOTE),
     MINIMAX_M3,
+    DOTS3,
     QWEN3_5,
     replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
 )
