@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -22,6 +25,8 @@ _TABLES = (core, classic, modern, frontier, moe, hybrid)
 CONFIGS: dict[str, dict] = {k: v for t in _TABLES for k, v in t.CONFIGS.items()}
 EAGER_ONLY: set[str] = set().union(*(t.EAGER_ONLY for t in _TABLES))
 """model types whose HF class refuses SDPA"""
+REQUIRES: dict[str, tuple[str, ...]] = {k: v for t in _TABLES for k, v in getattr(t, "REQUIRES", {}).items()}
+"""config key → optional modules its HF class needs; its cases skip when one is missing"""
 
 
 def model_type_of(key: str) -> str:
@@ -46,6 +51,9 @@ def make_config(key: str, attn: str = "eager"):
 
 def make_pair(key: str, dtype: torch.dtype, seed: int = 0):
     """(eager model, sdpa-or-eager model) with identical random weights, in eval mode."""
+    missing = [m for m in REQUIRES.get(key, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{key} needs {', '.join(missing)}")
     torch.manual_seed(seed)
     eager = AutoModelForCausalLM.from_config(make_config(key, "eager"), dtype=dtype).eval()
     attn = "eager" if model_type_of(key) in EAGER_ONLY else "sdpa"

@@ -14,7 +14,7 @@ from . import attention
 from .config import ModelConfig, linear_in_out
 from .families import Family
 from .families.base import has_module
-from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, TokenRows, Whole
+from .hooks import AttnInternal, Chunk, HeadResult, Heads, HookPoint, NormScale, ResidMid, Site, Stream, TokenRows, Whole
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -115,7 +115,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         b = f"blocks.{l}"
         sub = block.get_submodule
         has = partial(has_module, block)
-        add(f"{b}.hook_resid_pre", Whole("in", block), l, (B, P, d))
+        resid = partial(Stream, index=fam.resid_stream) if fam.resid_stream is not None else Whole
+        add(f"{b}.hook_resid_pre", resid("in", block), l, (B, P, d))
         if has(fam.norms.get("ln1")):
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         if fam.has_group(text_config, block, l, "attn"):
@@ -143,7 +144,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
             mlp_out = (TokenRows if fam.mlp_out_flat else Whole)("out", sub(fam.mlp_out))
             add(f"{b}.hook_mlp_out", mlp_out, l, (B, P, d))
-        add(f"{b}.hook_resid_post", Whole("out", block), l, (B, P, d))
+        add(f"{b}.hook_resid_post", resid("out", block), l, (B, P, d))
 
     add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
     return pts

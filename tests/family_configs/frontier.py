@@ -40,10 +40,18 @@ DOTS3 = dict(  # block 0: indexed (DSA, top 4 keys) MLA, dense MLP; block 1: sli
     swa_v_head_dim=8,
 )
 
+GEMMA3N = dict(  # 4 AltUp streams, LAuReL, per-layer inputs; block 0 has activation sparsity
+    layer_types=["sliding_attention", "full_attention"], sliding_window=4, num_kv_shared_layers=0, laurel_rank=8,
+    hidden_size_per_layer_input=8, vocab_size_per_layer_input=128, activation_sparsity_pattern=[0.95, 0.0],
+)
+
 CONFIGS: dict[str, dict] = {
     "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
     "llama4_text": LLAMA4,
     "llama4": LLAMA4,
+    "gemma3n_text": GEMMA3N,
+    "gemma3n": dict(GEMMA3N, top_level=dict(audio_config=dict(
+        hidden_size=16, conf_num_hidden_layers=1, conf_num_attention_heads=2, sscp_conv_channel_size=[8, 8]))),
     "gemma4_text": GEMMA4,
     "gemma4_text_shared_moe": GEMMA4_SHARED_MOE,
     "gemma4": GEMMA4,
@@ -59,5 +67,7 @@ CONFIGS: dict[str, dict] = {
 }
 EAGER_ONLY: set[str] = set()
 """model types whose HF class refuses SDPA"""
+REQUIRES: dict[str, tuple[str, ...]] = {"gemma3n": ("timm", "PIL")}
+"""config key → modules its HF class needs (Gemma 3n's wrapper builds a timm vision tower); skipped without them."""
 VARIANTS: dict[str, str] = {"gemma4_text_shared_moe": "gemma4_text"}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

@@ -81,6 +81,9 @@ class Family:
     """MLP module."""
     mlp_out: str | None = "mlp"
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
+    resid_stream: int | None = None
+    """Blocks pass several residual streams stacked on axis 0 (Gemma 3n's AltUp); ``hook_resid_pre``/``post`` show
+    this one, the stream attention and the MLP read and write."""
     mlp_out_flat: bool = False
     """The ``mlp_out`` module returns token rows ``[batch * pos, d_model]`` (Llama 4's MoE); ``hook_mlp_out`` shows
     them as ``[batch, pos, d_model]``."""

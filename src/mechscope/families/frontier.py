@@ -84,9 +84,26 @@ DOTS3 = replace(
     "expose hook_mlp_out.",
 )
 
+GEMMA3N = replace(
+    _core("gemma2"), name="gemma3n", model_types=("gemma3n_text",), resid_stream=0, resid_mid=None,
+    notes="AltUp: blocks carry altup_num_inputs residual streams ([streams, batch, pos, d_model]); hook_resid_pre/"
+    "hook_resid_post are the active stream (altup_active_idx = 0), the one attention and the MLP read and write and "
+    "the final norm's average starts from. Inside a block ln1 reads AltUp's prediction of that stream (not "
+    "hook_resid_pre itself); hook_attn_out (after ln1_post) is added to it, averaged with the LAuReL branch "
+    "((prediction + attn_out + laurel) / sqrt 2) into the mid-block residual that ln2 reads, and hook_mlp_out (after "
+    "ln2_post) is added to that; AltUp's correction then writes the result into every stream, and the per-layer "
+    "input branch adds to the other streams. There is no hook_resid_mid: replacing the mid-block residual could "
+    "not reach the correction; ln2.hook_normalized reads it normalized. mlp.hook_pre is the gate projection "
+    "before activation sparsity (the Gaussian top-k of sparse layers). KV-sharing blocks have no hook_k/hook_v "
+    "(hook_rot_k is the shared key). ln_final reads the mean of the streams.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
     LLAMA4,
+    GEMMA3N,
+    nested(GEMMA3N, "model.language_model", name="gemma3n_mm", model_types=("gemma3n",),
+           notes=GEMMA3N.notes + " " + WRAPPER_NOTE),
     GEMMA4,
     nested(GEMMA4, "model.language_model", name="gemma4_mm", model_types=("gemma4",),
            notes=GEMMA4.notes + " " + WRAPPER_NOTE),
