@@ -63,8 +63,11 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     def add(name: str, site: Site, layer: int | None, shape: tuple) -> None:
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
-    def add_norm(prefix: str, module: nn.Module, layer: int | None) -> None:
-        add(f"{prefix}.hook_scale", NormScale(module, centred=fam.norm_type == "LN"), layer, (B, P, 1))
+    dr = d * getattr(text_config, fam.hyper_streams) if fam.hyper_streams else d  # residual width
+
+    def add_norm(prefix: str, module: nn.Module, layer: int | None, scale: bool = True) -> None:
+        if scale:
+            add(f"{prefix}.hook_scale", NormScale(module, centred=fam.norm_type == "LN"), layer, (B, P, 1))
         add(f"{prefix}.hook_normalized", Whole("out", module), layer, (B, P, d))
 
     add("hook_embed", Whole("out", hf_model.get_submodule(fam.embed)), None, (B, P, d))
@@ -116,7 +119,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         sub = block.get_submodule
         has = partial(has_module, block)
         resid = partial(Stream, index=fam.resid_stream) if fam.resid_stream is not None else Whole
-        add(f"{b}.hook_resid_pre", resid("in", block), l, (B, P, d))
+        add(f"{b}.hook_resid_pre", resid("in", block), l, (B, P, dr))
         if has(fam.norms.get("ln1")):
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
         if fam.has_group(text_config, block, l, "attn"):
@@ -124,7 +127,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if fam.has_group(text_config, block, l, "mixer"):
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer)), l, (B, P, d))
         if has(fam.resid_mid):
-            add(f"{b}.hook_resid_mid", ResidMid(sub(fam.resid_mid), block), l, (B, P, d))
+            mid = Whole("in", sub(fam.resid_mid)) if fam.resid_mid_returned else ResidMid(sub(fam.resid_mid), block)
+            add(f"{b}.hook_resid_mid", mid, l, (B, P, dr))
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
         if fam.has_group(text_config, block, l, "mlp"):
@@ -144,9 +148,9 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
             mlp_out = (TokenRows if fam.mlp_out_flat else Whole)("out", sub(fam.mlp_out))
             add(f"{b}.hook_mlp_out", mlp_out, l, (B, P, d))
-        add(f"{b}.hook_resid_post", resid("out", block), l, (B, P, d))
+        add(f"{b}.hook_resid_post", resid("out", block), l, (B, P, dr))
 
-    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None)
+    add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, scale=fam.ln_final_scale)
     return pts
 
 

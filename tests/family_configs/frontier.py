@@ -45,6 +45,15 @@ GEMMA3N = dict(  # 4 AltUp streams, LAuReL, per-layer inputs; block 0 has activa
     hidden_size_per_layer_input=8, vocab_size_per_layer_input=128, activation_sparsity_pattern=[0.95, 0.0],
 )
 
+QWEN4_EXP = dict(  # 2 hyper-connection streams; block 0: QSA-indexed attention; block 1: gated DeltaNet with PLE
+    layer_types=["indexed_attention", "linear_attention"], hc_count=2, hc_lowrank=8, ple_layer_ids=[2], ple_embed_dim=16,
+    ngram_vocab_size_base=1000, split_ngram_parts=4, heads_per_ngram=2, make_ngram_vocab_size_divisible_by=8,
+    indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=4, indexer_compress_ratio=2,
+    num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+    linear_conv_kernel_dim=3, linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+    linear_num_value_heads=4,
+)
+
 CONFIGS: dict[str, dict] = {
     "gemma3": dict(sliding_window=4, query_pre_attn_scalar=16),
     "llama4_text": LLAMA4,
@@ -60,6 +69,8 @@ CONFIGS: dict[str, dict] = {
     "minimax_m3_vl_text": MINIMAX_M3,
     "dots3_note_text": DOTS3,
     "dots3_note": dict(DOTS3, top_level=dict(vision_config=dict(adapter_out_dim=64), audio_config=dict(adapter_out_dim=64))),
+    "qwen4_exp_text": QWEN4_EXP,
+    "qwen4_exp": QWEN4_EXP,
     "qwen3_5_text": QWEN3_5,
     "qwen3_5": QWEN3_5,
     "qwen3_5_moe_text": QWEN3_5_MOE,

@@ -81,6 +81,15 @@ class Family:
     """MLP module."""
     mlp_out: str | None = "mlp"
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
+    hyper_streams: str | None = None
+    """Config attribute with the number of hyper-connection residual streams concatenated along the residual's last
+    axis (Qwen4-exp's ``hc_count``): ``hook_resid_*`` are then ``[batch, pos, streams * d_model]``."""
+    resid_mid_returned: bool = False
+    """The ``resid_mid`` module returns its input for the residual add (Qwen4-exp's hyper-connection), so replacing
+    ``hook_resid_mid`` already reaches the residual and needs no fix-up at the block's output."""
+    ln_final_scale: bool = True
+    """False where ``ln_final`` is not a plain norm (Qwen4-exp's hyper-connection mixer): only
+    ``ln_final.hook_normalized`` exists."""
     resid_stream: int | None = None
     """Blocks pass several residual streams stacked on axis 0 (Gemma 3n's AltUp); ``hook_resid_pre``/``post`` show
     this one, the stream attention and the MLP read and write."""

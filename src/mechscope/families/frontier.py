@@ -98,6 +98,21 @@ GEMMA3N = replace(
     "(hook_rot_k is the shared key). ln_final reads the mean of the streams.",
 )
 
+QWEN4_EXP = replace(
+    QWEN3_5, name="qwen4_exp", model_types=("qwen4_exp", "qwen4_exp_text"), norms={},
+    ln_final="model.hyper_connection_mixer", ln_final_scale=False, resid_mid="mlp_hyper_connection",
+    resid_mid_returned=True, hyper_streams="hc_count", moe=True,
+    notes="Hyper-connections: the residual is hc_count streams concatenated on the last axis, so hook_resid_pre/"
+    "mid/post are [batch, pos, hc_count * d_model]. Each mixer and MoE reads a learned, gated mix of the RMS-normed "
+    "streams (attn_hyper_connection / mlp_hyper_connection, there are no ln1/ln2 points) and its output "
+    "(hook_attn_out, hook_mixer_out, hook_mlp_out: [batch, pos, d_model]) is added to every stream scaled by "
+    "per-stream injection weights. Blocks listed in ple_layer_ids first add hashed n-gram features (PLE) to the "
+    "streams. ln_final.hook_normalized is the final mixer's output (what lm_head reads); it has no hook_scale. "
+    "Attention blocks are gated (q_proj gives [query | gate] per head; hook_z is after the gate) and attend only "
+    "to the key blocks the QSA indexer selects (others masked with finfo.min); gated-DeltaNet blocks have "
+    "hook_mixer_out instead of attention points.",
+)
+
 FAMILIES: tuple[Family, ...] = (
     GEMMA3,
     LLAMA4,
@@ -114,6 +129,7 @@ FAMILIES: tuple[Family, ...] = (
     DOTS3,
     QWEN3_5,
     replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
+    QWEN4_EXP,
 )
 _DRAFTER = ("a multi-token-prediction drafter for assisted decoding: its forward needs the target model's "
             "hidden states and shared KV states, not token ids, so it is not a standalone language model; wrap the "
