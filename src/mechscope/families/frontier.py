@@ -27,7 +27,7 @@ def _core(name: str) -> Family:
     return next(f for f in core.FAMILIES if f.name == name)
 
 
-WRAPPER_NOTE = "Multimodal wrapper: the text decoder is wrapped; text-only inputs (images are out of scope)."
+WRAPPER_NOTE = "Multimodal wrapper: its text decoder is wrapped for text-only inputs; images and audio are out of scope."
 
 GEMMA3 = nested(
     _core("gemma2"), "model.language_model", name="gemma3", model_types=("gemma3",),
@@ -63,6 +63,11 @@ GEMMA4 = replace(
     "experts (post_feedforward_layernorm of dense MLP + experts) while mlp.* points are the dense MLP's, and "
     "replacing hook_resid_mid does not reach the router, the experts, the per-layer branch or layer_scalar: edit "
     "hook_resid_pre/hook_resid_post for exact residual edits there.",
+)
+
+GEMMA4_UNIFIED = replace(
+    GEMMA4, name="gemma4_unified", model_types=("gemma4_unified_text",),
+    notes=GEMMA4.notes + " Gemma 4 unified has neither the per-layer-input branch nor the MoE block.",
 )
 
 MINIMAX_M3 = replace(
@@ -122,20 +127,17 @@ FAMILIES: tuple[Family, ...] = (
     GEMMA4,
     nested(GEMMA4, "model.language_model", name="gemma4_mm", model_types=("gemma4",),
            notes=GEMMA4.notes + " " + WRAPPER_NOTE),
-    replace(GEMMA4, name="gemma4_unified", model_types=("gemma4_unified_text",)),
-    nested(GEMMA4, "model.language_model", name="gemma4_unified_mm", model_types=("gemma4_unified",),
-           notes=GEMMA4.notes + " " + WRAPPER_NOTE),
+    GEMMA4_UNIFIED,
+    nested(GEMMA4_UNIFIED, "model.language_model", name="gemma4_unified_mm", model_types=("gemma4_unified",),
+           notes=GEMMA4_UNIFIED.notes + " " + WRAPPER_NOTE),
     MINIMAX_M3,
     DOTS3,
     QWEN3_5,
     replace(QWEN3_5, name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"), moe=True),
     QWEN4_EXP,
 )
-_DRAFTER = ("a multi-token-prediction drafter for assisted decoding: its forward needs the target model's "
-            "hidden states and shared KV states, not token ids, so it is not a standalone language model; wrap the "
-            "target Gemma 4 model instead")
-EXCLUDED: dict[str, str] = {
-    "gemma4_assistant": _DRAFTER.capitalize() + ".",
-    "gemma4_unified_assistant": _DRAFTER.capitalize() + ".",
-}
+_DRAFTER = ("A multi-token-prediction drafter for assisted decoding: its forward needs the target model's hidden "
+            "states and shared KV states, not token ids, so it is not a standalone language model; wrap the target "
+            "Gemma 4 model instead.")
+EXCLUDED: dict[str, str] = {"gemma4_assistant": _DRAFTER, "gemma4_unified_assistant": _DRAFTER}
 """model_type → reason, for types of this table's kind that are deliberately not wrapped."""
