@@ -87,8 +87,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if fam.qkv_layout == "separate":
             q, k, v = (Heads("out", block.get_submodule(p) if has_module(block, p) else None, n, dh)
                        for p, n in ((fam.q, h), (fam.k, kv), (fam.v, kv)))
-            if fam.q_parts > 1:
-                q = Heads("out", sub(fam.q), h, dh, part=0, parts=fam.q_parts)
+            if fam.q_gated:
+                q = Heads("out", sub(fam.q), h, dh, part=0, parts=2)
         elif fam.qkv_layout == "split":
             fused = sub(fam.qkv)
             q = Heads("out", fused, h, dh, 0, h * dh)
@@ -127,7 +127,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         if fam.has_group(text_config, block, l, "mixer"):
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer)), l, (B, P, d))
         if has(fam.resid_mid):
-            mid = Whole("in", sub(fam.resid_mid)) if fam.resid_mid_returned else ResidMid(sub(fam.resid_mid), block)
+            mid = ResidMid(sub(fam.resid_mid), block) if fam.resid_mid_reused else Whole("in", sub(fam.resid_mid))
             add(f"{b}.hook_resid_mid", mid, l, (B, P, dr))
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)

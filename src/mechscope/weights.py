@@ -72,8 +72,8 @@ def _qkv_parts(model, block: nn.Module, which: int) -> tuple[Tensor, Tensor]:
         mod = block.get_submodule((fam.q, fam.k, fam.v)[which])
         w = _io(mod)
         b = _bias(mod, w.shape[1], w)
-        if which == 0 and fam.q_parts > 1:  # gated queries: keep the query chunk of each head's [query | gate]
-            return w.unflatten(1, (h, fam.q_parts, dh))[:, :, 0].flatten(1), b.unflatten(0, (h, fam.q_parts, dh))[:, 0].flatten()
+        if which == 0 and fam.q_gated:  # keep the query half of each head's [query | gate]
+            return w.unflatten(1, (h, 2, dh))[:, :, 0].flatten(1), b.unflatten(0, (h, 2, dh))[:, 0].flatten()
         return w, b
     mod = block.get_submodule(fam.qkv)
     w = _io(mod)

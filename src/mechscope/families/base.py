@@ -61,10 +61,9 @@ class Family:
     q: str = "self_attn.q_proj"
     k: str = "self_attn.k_proj"
     v: str = "self_attn.v_proj"
-    q_parts: int = 1
-    """Per-head chunks in the ``separate`` query projection's output, the query first: 2 for gated attention
-    (Qwen3.5/Qwen3-Next ``q_proj`` gives ``[query | gate]`` per head; the gate multiplies ``hook_z`` by its sigmoid
-    before the output projection)."""
+    q_gated: bool = False
+    """Gated attention (Qwen3.5, Qwen3-Next): ``q`` emits ``[query | gate]`` per head, ``[heads, 2, d_head]``;
+    ``hook_q`` is the query half, and ``hook_z`` (the input of ``o``) is already multiplied by ``sigmoid(gate)``."""
     qkv: str | None = None
     """Fused projection module (``split``/``interleaved`` layouts)."""
     o: str = "self_attn.o_proj"
@@ -84,9 +83,10 @@ class Family:
     hyper_streams: str | None = None
     """Config attribute with the number of hyper-connection residual streams concatenated along the residual's last
     axis (Qwen4-exp's ``hc_count``): ``hook_resid_*`` are then ``[batch, pos, streams * d_model]``."""
-    resid_mid_returned: bool = False
-    """The ``resid_mid`` module returns its input for the residual add (Qwen4-exp's hyper-connection), so replacing
-    ``hook_resid_mid`` already reaches the residual and needs no fix-up at the block's output."""
+    resid_mid_reused: bool = True
+    """Pre-norm blocks add the ``resid_mid`` tensor itself to the MLP output, so a replacement there is also applied
+    to the block's output (``hooks.ResidMid``). False where the residual continues from what the ``resid_mid``
+    module returns (Qwen4-exp's hyper-connection returns its input), so replacing its input already reaches both."""
     ln_final_scale: bool = True
     """False where ``ln_final`` is not a plain norm (Qwen4-exp's hyper-connection mixer): only
     ``ln_final.hook_normalized`` exists."""

@@ -44,7 +44,7 @@ LLAMA4 = replace(
 )
 
 QWEN3_5 = replace(
-    LLAMA, name="qwen3_5", model_types=("qwen3_5", "qwen3_5_text"), q_parts=2, mixer="linear_attn",
+    LLAMA, name="qwen3_5", model_types=("qwen3_5", "qwen3_5_text"), q_gated=True, mixer="linear_attn",
     notes="Hybrid: gated-DeltaNet (linear attention) blocks have hook_mixer_out instead of attention points; "
     "full-attention blocks have gated attention: q_proj gives [query | gate] per head (hook_q is the query), "
     "hook_z is the input of o_proj, i.e. the weighted values already multiplied by sigmoid(gate). q and k are "
@@ -106,7 +106,7 @@ GEMMA3N = replace(
 QWEN4_EXP = replace(
     QWEN3_5, name="qwen4_exp", model_types=("qwen4_exp", "qwen4_exp_text"), norms={},
     ln_final="model.hyper_connection_mixer", ln_final_scale=False, resid_mid="mlp_hyper_connection",
-    resid_mid_returned=True, hyper_streams="hc_count", moe=True,
+    resid_mid_reused=False, hyper_streams="hc_count", moe=True,
     notes="Hyper-connections: the residual is hc_count streams concatenated on the last axis, so hook_resid_pre/"
     "mid/post are [batch, pos, hc_count * d_model]. Each mixer and MoE reads a learned, gated mix of the RMS-normed "
     "streams (attn_hyper_connection / mlp_hyper_connection, there are no ln1/ln2 points) and its output "
