@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from family_configs import classic, core, frontier, hybrid, modern, moe
 
@@ -15,12 +18,16 @@ COMMON = dict(
     tie_word_embeddings=False,
 )
 
-# model_type (or a variant key "<model_type>_<variant>") → overrides of COMMON, one module per family table
+# model_type (or a variant key "<model_type>_<variant>") → overrides of COMMON, one module per family table. For a
+# multimodal config (one with a text_config) COMMON and the overrides go to text_config; "top_level" holds
+# keyword arguments for the outer config.
 
 _TABLES = (core, classic, modern, frontier, moe, hybrid)
 CONFIGS: dict[str, dict] = {k: v for t in _TABLES for k, v in t.CONFIGS.items()}
 EAGER_ONLY: set[str] = set().union(*(t.EAGER_ONLY for t in _TABLES))
 """model types whose HF class refuses SDPA"""
+REQUIRES: dict[str, tuple[str, ...]] = {k: v for t in _TABLES for k, v in getattr(t, "REQUIRES", {}).items()}
+"""config key → optional modules its HF class needs; its cases skip when one is missing"""
 
 
 def model_type_of(key: str) -> str:
@@ -34,8 +41,11 @@ def model_type_of(key: str) -> str:
 def make_config(key: str, attn: str = "eager"):
     model_type = model_type_of(key)
     kw = {**COMMON, **CONFIGS[key]}
+    top = kw.pop("top_level", {})
     kw = {k: v for k, v in kw.items() if v is not None}
-    cfg = AutoConfig.for_model(model_type, **kw)
+    if "text_config" in (getattr(CONFIG_MAPPING[model_type], "sub_configs", None) or {}) and "text_config" not in kw:
+        kw = {"text_config": kw}  # multimodal wrapper: the sizes belong to its text model
+    cfg = AutoConfig.for_model(model_type, **kw, **top)
     cfg._attn_implementation = attn
     return cfg
 
@@ -55,6 +65,9 @@ def _keep_in_fp32(model, dtype: torch.dtype):
 
 def make_pair(key: str, dtype: torch.dtype, seed: int = 0):
     """(eager model, sdpa-or-eager model) with identical random weights, in eval mode."""
+    missing = [m for m in REQUIRES.get(key, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{key} needs {', '.join(missing)}")
     torch.manual_seed(seed)
     eager = _keep_in_fp32(AutoModelForCausalLM.from_config(make_config(key, "eager"), dtype=dtype), dtype).eval()
     attn = "eager" if model_type_of(key) in EAGER_ONLY else "sdpa"

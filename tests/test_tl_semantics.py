@@ -23,7 +23,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def _norm_points(model: mechscope.Model) -> dict[str, torch.nn.Module]:
     """prefix (``blocks.0.ln1``) → the HF norm module, found from the point table's own anchors."""
     return {name.rsplit(".", 1)[0]: pt.site.anchor[1] for name, pt in model.hook_dict.items()
-            if name.endswith(".hook_out")}
+            if name.endswith(".hook_out") and name.replace(".hook_out", ".hook_scale") in model.hook_dict}
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{k}-{d}" for k, d in CASES])
@@ -38,6 +38,8 @@ def test_norm_points_follow_transformerlens(case):
     and normalized * gain + bias reproduces that output, which checks LN-vs-RMS, eps and Gemma's (1 + w)."""
     model = case
     norms = _norm_points(model)
+    if not norms:
+        pytest.skip("no norm modules (Qwen4-exp: hyper-connection mixers only)")
     seen: dict[str, tuple] = {}
     handles = [mod.register_forward_hook(lambda m, a, o, p=p: seen.__setitem__(p, (a[0], o))) for p, mod in norms.items()]
     try:
@@ -71,7 +73,10 @@ def test_normalized_patch_from_another_run_reproduces_its_norm_output(case):
     """Patching hook_normalized from run B into run A must give B's norm output (the write is independent of A)."""
     model = case
     other = torch.randint(3, 128, IDS.shape, generator=torch.Generator().manual_seed(9))
-    prefix = next(iter(_norm_points(model)))
+    norms = _norm_points(model)
+    if not norms:
+        pytest.skip("no norm modules (Qwen4-exp: hyper-connection mixers only)")
+    prefix = next(iter(norms))
     _, cache_b = model.run_with_cache(other, names_filter=[f"{prefix}.hook_normalized", f"{prefix}.hook_out"])
     with model.hooks([(f"{prefix}.hook_normalized", lambda n, h: cache_b[h.name])]):
         _, cache_a = model.run_with_cache(IDS, names_filter=f"{prefix}.hook_out")

@@ -12,13 +12,18 @@ Traps handled here (see ``shared/notes/hf-internals.md``):
 - softmax flavours differ: float32-then-cast (most families) vs native dtype (GPT-2);
 - families that do not use the registry (GPT-J, GPT-Neo, CodeGen, ...) get their pattern-computing method
   replaced on the instance while hooked (``METHODS``), by a copy that does the same ops and fires the hooks.
+- some modelling files test the implementation name (``"eager"``/``"sdpa"``) to decide whether to build a mask:
+  for those, mechscope stands in for the file's ``eager_attention_forward`` under the name ``"eager"``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -42,6 +47,8 @@ class AttnState:
     """Attention-sink flavour (``Family.sinks``); None: ``column`` if the module has ``sinks``, else no sinks."""
     max_subtract: bool = False
     """Subtract each row's max before a native-dtype softmax, on every layer (MiMo-V2-Flash's eager)."""
+    standing_in: bool = False
+    """``attention="eager"`` families: mechscope's attention currently stands in for the modelling file's eager one."""
     entries: dict[str, list] = field(default_factory=dict)
     """kind (one of ``ATTN_KINDS``) → list of hook entries, fired in order."""
 
@@ -481,6 +488,46 @@ METHODS = {
 """``Family.attention`` → (method of the attention module that computes the pattern, its hooked replacement).
 While an attention internal is hooked the replacement is bound on the instance (``module.<method>``), shadowing
 the class's method; removing the instance attribute restores HF's code."""
+
+
+_STOOD_IN: dict[ModuleType, tuple[Callable, int]] = {}
+"""modelling module → (its own eager_attention_forward, number of attention modules standing in)."""
+
+
+def stand_in_for_eager(modules: list[nn.Module], on: bool) -> None:
+    """Run mechscope's attention for ``modules`` under the implementation name ``"eager"``.
+
+    Some modelling files test the implementation *name* (MiniMax-M3 and dots3 build their sparse-attention masks
+    only ``if config._attn_implementation in ("eager", "sdpa")``), so under the name ``"mechscope"`` they would
+    silently drop a mask. For them the model keeps the name ``"eager"`` while hooked, and the modelling module's
+    ``eager_attention_forward`` (looked up at each call) is replaced by a dispatcher that runs mechscope's attention
+    for these modules only and the original for every other module; the original is restored when the last one
+    stands down."""
+    for m in modules:
+        modeling = sys.modules[type(m).__module__]
+        original, users = _STOOD_IN.get(modeling, (None, 0))
+        if on:
+            if users == 0:
+                original = modeling.eager_attention_forward
+                modeling.eager_attention_forward = _dispatcher(original)
+            _STOOD_IN[modeling] = (original, users + 1)
+        else:
+            if users == 1:
+                modeling.eager_attention_forward = original
+                del _STOOD_IN[modeling]
+            else:
+                _STOOD_IN[modeling] = (original, users - 1)
+        _STATE[m].standing_in = on
+
+
+def _dispatcher(original: Callable) -> Callable:
+    def eager_attention_forward(module, *args, **kwargs):
+        state = _STATE.get(module)
+        if state is not None and state.standing_in:
+            return mechscope_attention(module, *args, **kwargs)
+        return original(module, *args, **kwargs)
+
+    return eager_attention_forward
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, mechscope_attention)

@@ -75,7 +75,7 @@ class ModelConfig:
         return d
 
 
-def _linear_in_out(module: nn.Module) -> tuple[int, int]:
+def linear_in_out(module: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) of an ``nn.Linear`` or GPT-2's ``Conv1D`` (weight stored ``[in, out]``)."""
     w = module.weight
     if type(module).__name__ == "Conv1D":
@@ -105,28 +105,28 @@ def _first_attr(c, names: tuple[str, ...]) -> int | None:
 
 
 def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> ModelConfig:
-    c = hf_model.config
+    c = hf_model.config.get_text_config()  # multimodal wrappers (Gemma3ForConditionalGeneration): text_config
     per_layer = [fam.at_layer(c, l).for_block(b) for l, b in enumerate(blocks)]
     attn_layers = tuple(l for l, b in enumerate(blocks) if per_layer[l].has_group(c, b, l, "attn"))
     attn = blocks[attn_layers[0]].get_submodule(per_layer[attn_layers[0]].attn) if attn_layers else None
-    n_heads = getattr(attn, "num_heads", None) or c.num_attention_heads  # the first attention block's
-    d_model = c.hidden_size
+    n_heads = getattr(attn, "num_heads", None) or c.num_attention_heads  # the first attention block's (dots3's
+    d_model = c.hidden_size                                               # config refuses a global head count)
     d_head = (getattr(attn, "qk_head_dim", None) or getattr(attn, "head_dim", None) or getattr(c, "head_dim", None)
               or d_model // n_heads)
     first = per_layer[attn_layers[0]] if attn_layers else None
-    o_in = _linear_in_out(resolve(blocks[attn_layers[0]], first.o))[0] if attn_layers else None
+    o_in = linear_in_out(resolve(blocks[attn_layers[0]], first.o))[0] if attn_layers else None
     groups = getattr(attn, "num_key_value_groups", None)  # set by every GQA-capable HF attention
     n_kv = (n_heads // groups if groups else getattr(attn, "num_kv_heads", None)  # Falcon
             or (1 if getattr(c, "multi_query", False) else n_heads))
     dense = next((b for b in blocks if has_module(b, fam.mlp_down)), None)
-    d_mlp = _linear_in_out(resolve(dense, fam.mlp_down))[0] if dense is not None else None
+    d_mlp = linear_in_out(resolve(dense, fam.mlp_down))[0] if dense is not None else None
     moe = fam.moe
     unembed = hf_model.get_submodule(fam.unembed)
     n_ctx = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
     act = getattr(c, "hidden_act", None) or getattr(c, "activation_function", None) or getattr(c, "hidden_activation", None)
     return ModelConfig(
         family=fam.name,
-        model_type=c.model_type,
+        model_type=hf_model.config.model_type,
         n_layers=len(blocks),
         attn_layers=attn_layers,
         d_model=d_model,
@@ -147,7 +147,7 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         act_fn=act,
         attn_softcap=getattr(c, "attn_logit_softcapping", None),
         tied_embeddings=unembed.weight is hf_model.get_submodule(fam.embed).weight,
-        attn_implementation=c._attn_implementation or "eager",
+        attn_implementation=hf_model.config._attn_implementation or "eager",
         dtype=unembed.weight.dtype,
         device=unembed.weight.device,
     )

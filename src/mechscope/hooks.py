@@ -427,6 +427,34 @@ class HeadResult(Site):
         return torch.einsum("bphd,hdm->bphm", raw.unflatten(-1, (self.n, self.d_head)), w_o)
 
 
+class Stream(Whole):
+    """One residual stream of a block that passes several stacked on axis 0 (Gemma 3n's AltUp:
+    ``[streams, batch, pos, d_model]``), shown as ``[batch, pos, d_model]``; a replacement changes only that stream."""
+
+    def __init__(self, where: str, module: nn.Module, index: int):
+        super().__init__(where, module)
+        self.index = index
+
+    def read(self, raw, ctx):
+        return raw[self.index]
+
+    def write(self, raw, new, old, ctx):
+        out = raw.clone()
+        out[self.index] = new
+        return out
+
+
+class TokenRows(Whole):
+    """A module output that may come back flattened to ``[batch * pos, d]`` (Llama 4's MoE returns token rows),
+    shown with its input's leading shape, ``[batch, pos, d]``; a replacement is written back in the raw layout."""
+
+    def read(self, raw, ctx):
+        return raw.view(*ctx.input().shape[:-1], raw.shape[-1])
+
+    def write(self, raw, new, old, ctx):
+        return new.reshape(raw.shape)
+
+
 class ResidMid(Whole):
     """The first input of the module after attention (ln2, or the MLP in post-norm blocks).
 

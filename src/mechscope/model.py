@@ -216,7 +216,7 @@ class Model:
     def _switch_attention(self, delta: int) -> None:
         """Reference-counted switch to mechscope's eager-equivalent attention while internals are hooked."""
         if delta > 0 and self._attn_users == 0:
-            if self.family.attention != "registry":
+            if self.family.attention not in ("registry", "eager"):
                 method, fn = attention.METHODS[self.family.attention]
                 for l in self.cfg.attn_layers:
                     mod = self.blocks[l].get_submodule(self.family.attn)
@@ -229,16 +229,23 @@ class Model:
                         "reproduce bit-exactly; set hf_model.config.reorder_and_upcast_attn = False to hook "
                         "attention scores or patterns."
                     )
+                if self.family.attention == "eager":
+                    attention.stand_in_for_eager(self._attn_modules(), True)
                 self._attn_saved = config._attn_implementation
-                config._attn_implementation = attention.ATTN_IMPLEMENTATION
+                config._attn_implementation = "eager" if self.family.attention == "eager" else attention.ATTN_IMPLEMENTATION
         self._attn_users += delta
         if delta < 0 and self._attn_users == 0:
-            if self.family.attention != "registry":
+            if self.family.attention not in ("registry", "eager"):
                 method = attention.METHODS[self.family.attention][0]
                 for l in self.cfg.attn_layers:
                     self.blocks[l].get_submodule(self.family.attn).__dict__.pop(method, None)
             else:
+                if self.family.attention == "eager":
+                    attention.stand_in_for_eager(self._attn_modules(), False)
                 self.hf_model.config._attn_implementation = self._attn_saved
+
+    def _attn_modules(self) -> list[nn.Module]:
+        return [self.blocks[l].get_submodule(self.family.attn) for l in self.cfg.attn_layers]
 
     def _attach(self, fwd_hooks: Iterable[HookSpec] = (), bwd_hooks: Iterable[HookSpec] = ()) -> Attachment:
         return Attachment(self._entries(fwd_hooks, False) + self._entries(bwd_hooks, True), self._switch_attention)

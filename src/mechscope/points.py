@@ -11,11 +11,11 @@ from functools import partial
 from torch import nn
 
 from . import attention
-from .config import ModelConfig
+from .config import ModelConfig, linear_in_out
 from .families import Family
 from .families.base import has_module, resolve
 from .hooks import (AttnInternal, AttnScores, Chunk, Flat, HeadResult, Heads, HeadSlice, HookPoint, Norm,
-                    NormNormalized, NormScale, PerBatch, ResidMid, Routed, Site, Whole)
+                    NormNormalized, NormScale, PerBatch, ResidMid, Routed, Site, Stream, TokenRows, Whole)
 
 B, P, K = "batch", "pos", "k_pos"
 
@@ -64,6 +64,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     pts: dict[str, HookPoint] = {}
     d = cfg.d_model
     n_exp, top_k = cfg.n_experts, cfg.experts_per_token
+    text_config = hf_model.config.get_text_config()  # multimodal wrappers keep the decoder's settings there
 
     flat_from: nn.Module | None = None  # set to the block while adding the MLP half of a flattening block (OPT)
 
@@ -72,8 +73,12 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             site = Flat(site, flat_from)
         pts[name] = HookPoint(name, site, layer, shape, _doc(name))
 
-    def add_norm(prefix: str, module: nn.Module, layer: int | None, after: nn.Module | None = None) -> None:
+    def add_norm(prefix: str, module: nn.Module, layer: int | None, after: nn.Module | None = None,
+                 is_norm: bool = True) -> None:
         if isinstance(module, nn.Identity):  # a block without this norm (ModernBERT's first block)
+            return
+        if not is_norm:  # a final "norm" that is another kind of module (Qwen4-exp's mixer): only its output
+            add(f"{prefix}.hook_out", Whole("out", module), layer, (B, P, d))
             return
         norm = Norm(module, centred=fam.norm_type == "LN", weight_offset=fam.norm_weight_offset)
         sites = NormScale(norm), NormNormalized(norm), Whole("out", module)
@@ -83,8 +88,12 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{prefix}.hook_normalized", sites[1], layer, (B, P, d))
         add(f"{prefix}.hook_out", sites[2], layer, (B, P, d))
 
-    streams = getattr(hf_model.config, fam.resid_streams) if fam.resid_streams else None
-    resid = (B, P, streams, d) if streams else (B, P, d)  # hyper-connections: several residual streams
+    # hyper-connections: several residual streams, on an axis of their own (HY-V4) or concatenated (Qwen4-exp)
+    streams = getattr(text_config, fam.resid_streams) if fam.resid_streams else None
+    concat = getattr(text_config, fam.hyper_streams) if fam.hyper_streams else 1
+    resid = (B, P, streams, d) if streams else (B, P, d * concat)
+    # one of several stacked residual streams (Gemma 3n's AltUp): the one attention and the MLP read and write
+    stream = partial(Stream, index=fam.resid_stream) if fam.resid_stream is not None else Whole
     embed = hf_model.get_submodule(fam.embed)
     add("hook_embed", Whole("out", embed), None, (B, P, d))
     if fam.pos_embed:
@@ -134,9 +143,10 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
         add(f"{b}.attn.hook_attn_scores", AttnScores(attn_mod), l, (B, h, P, K))
         add(f"{b}.attn.hook_pattern", AttnInternal(attn_mod, "pattern"), l, (B, h, P, K))
         o_proj = sub(fam.o)
-        add(f"{b}.attn.hook_z", Heads("in", sub(fam.z or fam.o), h, dv), l, (B, P, h, dv))
+        dz = linear_in_out(o_proj)[0] // h  # the width of z per head (MLA: v_head_dim; dots3: gated, narrower)
+        add(f"{b}.attn.hook_z", Heads("in", sub(fam.z or fam.o), h, dz), l, (B, P, h, dz))
         if use_attn_result:
-            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dv), l, (B, P, h, d))
+            add(f"{b}.attn.hook_result", HeadResult(o_proj, h, dz), l, (B, P, h, d))
         if has_module(block, fam.norms.get("ln1_post")):
             add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
         if fam.attn_out:
@@ -144,17 +154,17 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
 
     base = fam
     for l, block in enumerate(blocks):
-        fam = base.at_layer(hf_model.config, l).for_block(block)
+        fam = base.at_layer(text_config, l).for_block(block)
         b = f"blocks.{l}"
         sub = partial(resolve, block)
         has = partial(has_module, block)
-        add(f"{b}.hook_resid_pre", Whole("in", block), l, resid)
+        add(f"{b}.hook_resid_pre", stream("in", block), l, resid)
         if has(fam.norms.get("ln1")):
             add_norm(f"{b}.ln1", sub(fam.norms["ln1"]), l)
-        if fam.has_group(hf_model.config, block, l, "attn"):
+        if fam.has_group(text_config, block, l, "attn"):
             add_attention(fam, b, block, l)
-        if fam.has_group(hf_model.config, block, l, "mixer"):
-            if has(fam.norms.get("ln1_post")) and not fam.has_group(hf_model.config, block, l, "attn"):
+        if fam.has_group(text_config, block, l, "mixer"):
+            if has(fam.norms.get("ln1_post")) and not fam.has_group(text_config, block, l, "attn"):
                 add_norm(f"{b}.ln1_post", sub(fam.norms["ln1_post"]), l)
             add(f"{b}.hook_mixer_out", Whole("out", sub(fam.mixer_out or fam.mixer)), l, (B, P, d))
         flat_from = block if fam.mlp_flat else None
@@ -167,8 +177,8 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
             add(f"{b}.hook_resid_mid", site, l, resid)
         if has(fam.norms.get("ln2")):
             add_norm(f"{b}.ln2", sub(fam.norms["ln2"]), l)
-        if fam.has_group(hf_model.config, block, l, "mlp"):
-            m = cfg.d_mlp
+        if fam.has_group(text_config, block, l, "mlp"):
+            m = linear_in_out(sub(fam.mlp_down))[0] if has(fam.mlp_down) else cfg.d_mlp  # widths may vary by block
             # a mixture-of-experts block has no single hidden activation; dense blocks of MoE models keep theirs
             dense = not fam.moe or all(has(p) for p in (fam.mlp_gate, fam.mlp_in, fam.mlp_gate_up, fam.mlp_down) if p)
             if not dense:
@@ -191,13 +201,17 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
                 add(f"{b}.mlp.hook_expert_weights", Routed(sub(fam.experts), block, 2), l, (B, P, top_k))
             if has(fam.norms.get("ln2_post")):
                 add_norm(f"{b}.ln2_post", sub(fam.norms["ln2_post"]), l)
-            add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out), copy=fam.mlp_out_copied), l, (B, P, d))
+            if fam.mlp_out_flat:  # the MLP returns token rows [batch * pos, d_model] (Llama 4's MoE)
+                add(f"{b}.hook_mlp_out", TokenRows("out", sub(fam.mlp_out)), l, (B, P, d))
+            else:
+                add(f"{b}.hook_mlp_out", Whole("out", sub(fam.mlp_out), copy=fam.mlp_out_copied), l, (B, P, d))
         flat_from = None
-        add(f"{b}.hook_resid_post", Whole("out", block), l, resid)
+        add(f"{b}.hook_resid_post", stream("out", block), l, resid)
 
     fam = base
     if fam.ln_final:
-        add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None)
+        add_norm("ln_final", hf_model.get_submodule(fam.ln_final), None, blocks[-1] if fam.ln_embed else None,
+                 is_norm=fam.ln_final_scale)
     return pts
 
 

@@ -30,11 +30,40 @@ def _attn_blocks(model, what: str) -> list[nn.Module]:
     """Every block, when every block has attention; a stacked ``[layer, ...]`` view would misnumber layers otherwise."""
     cfg = model.cfg
     if len(cfg.attn_layers) != cfg.n_layers:
-        raise AttributeError(
+        raise WeightLayoutError(
             f"{what} is stacked over all {cfg.n_layers} layers, but this {cfg.family} model has attention only in "
             f"blocks {list(cfg.attn_layers)}; read one layer's weights from model.blocks[l] "
             f"(model.family.q/k/v/o name the projections)."
         )
+    fam = model.family
+    proj = dict(zip(("W_Q", "W_K", "W_V"), (fam.q, fam.k, fam.v))).get(what, fam.o)
+    for l, block in enumerate(model.blocks):
+        attn = resolve(block, fam.attn)
+        h = getattr(attn, "num_heads", None) or cfg.n_heads
+        groups = getattr(attn, "num_key_value_groups", None)
+        sizes = (h, cfg.n_kv_heads if cfg.n_kv_heads == 1 or not groups else h // groups,
+                 getattr(attn, "qk_head_dim", None) or getattr(attn, "head_dim", None) or cfg.d_head,
+                 _io(resolve(block, fam.o)).shape[0] // h)
+        summary = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_head_v)
+        relevant = {"W_Q": (0, 2), "W_K": (1, 2), "W_V": (1, 3)}.get(what, (0, 3))  # heads, kv heads, widths
+        if any(sizes[i] != summary[i] for i in relevant):
+            raise WeightLayoutError(
+                f"{what} is stacked over layers as [layer, head, d_model, d_head], but block {l} of this {cfg.family} "
+                f"model has {sizes[0]} heads, {sizes[1]} kv heads, query/key width {sizes[2]} and value width "
+                f"{sizes[3]} (the model's summary: {cfg.n_heads}, {cfg.n_kv_heads}, {cfg.d_head}, {cfg.d_head_v}); read "
+                f"the weights per layer, from model.blocks[{l}] (model.family.q/k/v/o name the projections)."
+            )
+        if fam.qkv_layout == "separate" and not has_module(block, proj):
+            raise WeightLayoutError(
+                f"{what} does not exist for block {l} of this {cfg.family} model: it has no {what[-1]} projection of "
+                "its own (it reuses another layer's keys and values, its values are its keys, or keys and values come "
+                "from a shared latent); read the projections from model.blocks."
+            )
+        if fam.qkv_layout == "separate" and what != "W_O" and _io(resolve(block, proj)).shape[0] != cfg.d_model:
+            raise WeightLayoutError(
+                f"{what} does not exist for block {l} of this {cfg.family} model: its {proj} reads a latent, not the "
+                "residual stream (multi-head latent attention); read the projections from model.blocks."
+            )
     return list(model.blocks)
 
 
@@ -116,6 +145,12 @@ def _mlp_blocks(model) -> list[nn.Module]:
             f"{model.cfg.family} model have no dense MLP"
             + (" (mixture-of-experts blocks have no single W_in/W_gate/W_out)" if model.family.moe else "")
             + "; read one layer's weights (or the experts') from model.blocks[l]."
+        )
+    widths = {_io(resolve(b, model.family.mlp_down)).shape[0] for b in model.blocks}
+    if len(widths) > 1:
+        raise WeightLayoutError(
+            f"MLP weights are stacked over layers, but the MLP widths of this {model.cfg.family} model differ by block "
+            f"({sorted(widths)}); read one layer's weights from model.blocks[l]."
         )
     return list(model.blocks)
 

@@ -63,8 +63,9 @@ class Family:
     unembed: str = "lm_head"
     """Unembedding (``W_U``)."""
 
-    attn: str = "self_attn"
-    """Attention module; attention internals are computed for it."""
+    attn: str | None = "self_attn"
+    """Attention module; attention internals are computed for it. None: no attention points at all (e.g. a
+    hybrid whose attention block is shared between layers)."""
     qkv_layout: QKVLayout = "separate"
     """How the projections are laid out; see ``QKVLayout``."""
     q: str = "self_attn.q_proj"
@@ -105,6 +106,18 @@ class Family:
     """MLP module."""
     mlp_out: str | None = "mlp"
     """Module whose output is what the MLP adds to the residual (``hook_mlp_out``)."""
+    hyper_streams: str | None = None
+    """Config attribute with the number of hyper-connection residual streams concatenated along the residual's last
+    axis (Qwen4-exp's ``hc_count``): ``hook_resid_*`` are then ``[batch, pos, streams * d_model]``."""
+    ln_final_scale: bool = True
+    """False where ``ln_final`` is not a plain norm (Qwen4-exp's hyper-connection mixer): only
+    ``ln_final.hook_out`` (its output) exists."""
+    resid_stream: int | None = None
+    """Blocks pass several residual streams stacked on axis 0 (Gemma 3n's AltUp); ``hook_resid_pre``/``post`` show
+    this one, the stream attention and the MLP read and write."""
+    mlp_out_flat: bool = False
+    """The ``mlp_out`` module returns token rows ``[batch * pos, d_model]`` (Llama 4's MoE); ``hook_mlp_out`` shows
+    them as ``[batch, pos, d_model]``."""
     resid_mid: str | None = "post_attention_layernorm"
     """Module whose first input is ``hook_resid_mid`` (None: parallel blocks have no resid_mid)."""
     layer_overrides: dict[str, dict] | None = None
@@ -113,7 +126,8 @@ class Family:
     resid_mid_reused: bool = True
     """Pre-norm blocks add the ``resid_mid`` tensor itself to the MLP output, so a replacement there is also applied
     to the block's output (``hooks.ResidMid``). False where the residual continues from the norm's output instead
-    (MiniMax's post-norm blocks), so replacing the norm's input already reaches both."""
+    (MiniMax's post-norm blocks; Qwen4-exp's hyper-connection returns its input), so replacing the norm's input
+    already reaches both."""
     resid_mid_at: Literal["in", "out"] = "in"
     """``in``: ``hook_resid_mid`` is the first input of ``resid_mid`` (HF keeps its own reference for the residual add,
     so a replacement is also added to the block's output); ``out``: it is the output of ``resid_mid``, a module that
@@ -139,9 +153,11 @@ class Family:
     """Module whose input is ``hook_post`` when a norm sits between the hidden activation and ``mlp_down`` (BitNet's
     ``ffn_sub_norm``); None: ``mlp_down``."""
 
-    attention: Literal["registry", "gptj", "gpt_neo", "codegen", "gpt_neox_japanese", "openai", "bloom",
+    attention: Literal["registry", "eager", "gptj", "gpt_neo", "codegen", "gpt_neox_japanese", "openai", "bloom",
                        "mpt", "xglm", "falcon"] = "registry"
-    """How attention internals are reached: transformers' attention-function registry, or (any other value) the
+    """How attention internals are reached: transformers' attention-function registry; ``eager``: standing in for the
+    modelling file's ``eager_attention_forward`` under the name ``"eager"``, for modelling code that builds masks
+    only when the implementation is named ``"eager"``/``"sdpa"`` (MiniMax-M3, dots3); any other value: the
     family's own pattern-computing method, replaced on the instance while hooked (``attention.METHODS``)."""
     softmax: Literal["float32", "native", "max_native"] = "float32"
     """Eager softmax flavour: in float32 then cast back (most families), in the native dtype (GPT-2), or in the native
@@ -212,7 +228,7 @@ class Family:
     def has_group(self, config, block: nn.Module, layer: int, group: str) -> bool:
         """Whether block ``layer`` has the points of ``group``: ``attn`` (probed by the output projection),
         ``mixer`` or ``mlp`` (probed by the module itself), restricted by ``layer_groups``."""
-        probe = {"attn": self.o, "mixer": self.mixer, "mlp": self.mlp or self.mlp_out or self.mlp_down}[group]
+        probe = {"attn": self.o if self.attn else None, "mixer": self.mixer, "mlp": self.mlp or self.mlp_out or self.mlp_down}[group]
         if not has_module(block, probe):
             return False
         if self.layer_groups is None or group not in self.layer_groups:
