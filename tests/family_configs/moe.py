@@ -25,6 +25,9 @@ CONFIGS: dict[str, dict] = {
     "cohere2_moe": dict(num_experts=4, num_experts_per_tok=2, sliding_window=4),
     "granitemoe": dict(num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=2.0, residual_multiplier=0.5,
                        attention_multiplier=0.3, logits_scaling=3.0),
+    "granitemoe_swa": dict(num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=2.0,
+                           residual_multiplier=0.5, attention_multiplier=0.3, logits_scaling=3.0, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"], layer_rope_theta=[10000.0, 0]),
     "granitemoeshared": dict(num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=32,
                              embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3,
                              logits_scaling=3.0),
@@ -50,7 +53,7 @@ CONFIGS: dict[str, dict] = {
                  attn_config={"kv_n_heads": 2, "clip_qkv": 0.5, "rope_theta": 10000.0},
                  ffn_config={"ffn_hidden_size": 32, "moe_num_experts": 4, "moe_top_k": 2}),
 }
-EAGER_ONLY: set[str] = {"mimo_v2_flash"}
+EAGER_ONLY: set[str] = {"mimo_v2_flash", "granitemoe_swa"}
 """model types whose HF class refuses SDPA"""
 VARIANTS: dict[str, str] = {}
 """variant key → model_type, for a second config of one model type (e.g. gpt_neox_sequential)."""

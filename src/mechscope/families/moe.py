@@ -84,6 +84,9 @@ FAMILIES: tuple[Family, ...] = (
             norm_type="LN", resid_mid=None, parallel=True,
             notes="Parallel block with one norm; logits are multiplied by config.logit_scale after W_U."),
     replace(LLAMA, name="granitemoe", model_types=("granitemoe",), **GRANITE_MOE, notes=GRANITE),
+    replace(LLAMA, name="granitemoe_swa", model_types=("granitemoe_swa",), **GRANITE_MOE, sinks="output_scale",
+            notes=GRANITE + " Attention sinks scale each head's output by sigmoid(logsumexp(scores) - sink) after "
+            "the pattern: hook_pattern rows sum to one and hook_z includes the sink scale."),
     replace(LLAMA, name="granitemoeshared", model_types=("granitemoeshared",), **GRANITE_MOE,
             notes=GRANITE + " The shared MLP (shared_mlp) reads the same ln2 output and its output is added to the "
             "MoE output before residual_multiplier: hook_mlp_out is the routed experts' part only."),
