@@ -88,49 +88,37 @@ def identity(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _reader(path: Path):
+def read_source(path: Path, key: str) -> GGUFSource:
+    """Read quantisation, architecture and name from a GGUF file's header, and check that no tensor data is
+    missing (a truncated file)."""
+    from .gguf_header import HeaderError, data_end, read_header
+
     try:
         import gguf
     except ImportError as e:
         raise ModelLoadError(f"reading {str(path)!r} needs the gguf package; install it with: {PIP_GGUF}") from e
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:  # noqa: BLE001 - the gguf package raises ValueError, IndexError, KeyError...
-        raise ModelLoadError(
-            f"{str(path)!r} could not be read as a GGUF file ({type(e).__name__}: {e}); it is probably truncated or "
-            "corrupt: copy or download it again."
-        ) from e
-    end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+        header = read_header(path)
+        end = data_end(header)
+    except (HeaderError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{str(path)!r} could not be read as a GGUF file ({e}); it is probably truncated or "
+                             "corrupt: copy or download it again.") from e
     size = path.stat().st_size
     if end > size:
-        raise ModelLoadError(
-            f"{str(path)!r} is truncated: its tensors need {end:,} bytes but the file holds {size:,}; copy or "
-            "download it again."
-        )
-    return gguf, reader
-
-
-def read_source(path: Path, key: str) -> GGUFSource:
-    """Read quantisation, architecture and name from a GGUF file's metadata (parses the whole header: seconds)."""
-    gguf, reader = _reader(path)
-
-    def field(name: str, default=None):
-        f = reader.fields.get(name)
-        return f.contents() if f is not None else default
-
-    file_type = field("general.file_type")
+        raise ModelLoadError(f"{str(path)!r} is truncated: its tensors need {end:,} bytes but the file holds "
+                             f"{size:,}; copy or download it again.")
+    meta = header.metadata
     try:
-        quantization = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
-    except ValueError:
-        quantization = None
-    if quantization is None:  # no or unknown file type: name it after the most common tensor type
+        quantization = gguf.LlamaFileType(meta["general.file_type"]).name.removeprefix("MOSTLY_")
+    except (KeyError, ValueError):  # no or unknown file type: name it after the most common tensor type
         counts: dict[str, int] = {}
-        for t in reader.tensors:
-            counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + int(t.n_elements)
+        for t in header.tensors:
+            kind = gguf.GGMLQuantizationType(t.ggml_type).name
+            counts[kind] = counts.get(kind, 0) + 1
         quantization = max(counts, key=counts.get) if counts else "unknown"
     return GGUFSource(file=str(path.resolve()), quantization=quantization,
-                      architecture=str(field("general.architecture", "")), name=str(field("general.name", "")),
-                      size=path.stat().st_size, key=key)
+                      architecture=str(meta.get("general.architecture", "")), name=str(meta.get("general.name", "")),
+                      size=size, key=key)
 
 
 def load_source(folder: Path) -> GGUFSource | None:
@@ -149,7 +137,8 @@ def cache_dir(path: Path, key: str) -> Path:
     return cache_root() / "gguf" / f"{path.stem}-{key}"
 
 
-def _is_complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a fully written dequantised GGUF folder of the current cache version."""
     source = load_source(folder)
     return source is not None and source.version == GGUF_CACHE_VERSION and (folder / "config.json").is_file()
 
@@ -233,4 +222,4 @@ def ensure_dequantized(path: str | Path, *, progress: bool = True) -> Path:
 
     from .store import build_once
 
-    return build_once(target, build, _is_complete)
+    return build_once(target, build, is_complete)

