@@ -59,7 +59,7 @@ def resolve(name_or_path: str | os.PathLike, *, progress: bool = True) -> tuple[
         return name, False
     path = Path(name).expanduser()
     if not path.exists():
-        raise ModelLoadError(f"no model file or folder at {str(path)!r}; pass {_choices()} or a hub id.")
+        raise ModelLoadError(f"no model folder or file at {str(path)!r}; pass {_choices()} or a hub id.")
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelLoadError(f"{str(path)!r} is a file but not a .gguf file; pass the folder that holds it "
