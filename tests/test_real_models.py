@@ -3,12 +3,10 @@ bf16, plus what the models know. Each model is dequantised from its package's GG
 the run's cache) and skipped cleanly when its package is absent.
 
 The test functions are imported from ``test_exactness`` and run here against this module's ``case`` fixture:
-one eager and one SDPA HF model sharing the same weight tensors, and two short rows of real tokens.
+one eager and one SDPA HF model loaded from the same cached folder, and two short rows of real tokens.
 """
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -46,14 +44,8 @@ def _folder(name: str) -> str:
 def case(request):
     name, dt = request.param
     folder = _folder(name)
-    eager_hf = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dt], attn_implementation="eager").eval()
-    config = copy.deepcopy(eager_hf.config)
-    config._attn_implementation = "sdpa"
-    with torch.device("meta"):
-        sdpa_hf = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dt])
-    sdpa_hf.load_state_dict(eager_hf.state_dict(), assign=True)  # the same tensors: no second copy in memory
-    sdpa_hf.tie_weights()
-    sdpa_hf.eval()
+    eager_hf, sdpa_hf = (AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dt], attn_implementation=impl)
+                         .eval() for impl in ("eager", "sdpa"))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     eager, fast = mechscope.Model.from_hf(eager_hf, tokenizer), mechscope.Model.from_hf(sdpa_hf, tokenizer)
     ids = torch.stack([eager.to_tokens(t)[0, :12] for t in TEXT])  # (2, 12) real tokens, BOS first

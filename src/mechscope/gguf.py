@@ -169,9 +169,11 @@ def dequantize(path: Path, out_dir: Path, source: GGUFSource) -> GGUFSource:
             ) from e
         config = hf.config
         del config.quantization_config  # the plain copy is an ordinary float model
+        # Built on the meta device and given the dequantised tensors (no copy, no random init). Non-persistent
+        # buffers (rotary inv_freq) stay on meta, so this model is only for save_pretrained, which skips them.
         with torch.device("meta"):
             plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(hf.state_dict(), assign=True)  # shares the dequantised tensors: no copy
+        plain.load_state_dict(hf.state_dict(), assign=True)
         plain.tie_weights()
         plain.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
