@@ -107,9 +107,10 @@ def real_model_report(model: Model, console: Console, *, name: str = "smollm2-13
     (n_layers, n_heads) and ``top_induction`` [(layer, head, score)]."""
     cfg = model.cfg
     console.rule(f"[bold]a real model: {name}")
-    source = f"; {model.source.describe()}" if model.source is not None else ""
     console.print(f"{cfg.family}, {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
-                  f"({cfg.n_kv_heads} kv), d_vocab {cfg.d_vocab}{source}")
+                  f"({cfg.n_kv_heads} kv), d_vocab {cfg.d_vocab}")
+    if model.source is not None:
+        console.print(model.source.describe(), soft_wrap=True)
     preds = Table(title="next-token predictions")
     preds.add_column("prompt")
     preds.add_column("top 5 (probability)")
@@ -125,7 +126,8 @@ def real_model_report(model: Model, console: Console, *, name: str = "smollm2-13
     top = ind.flatten().topk(top_heads)
     heads = [(*divmod(int(i), cfg.n_heads), s) for s, i in zip(top.values.tolist(), top.indices.tolist())]
     console.print(f"[bold]in-context learning[/bold]: random {seg_len}-token segments shown twice — loss on the "
-                  f"first copy {first:.2f} nats, on the second {second:.2f} nats.")
+                  f"first copy {first:.2f} nats, on the second {second:.2f} nats "
+                  f"(ln d_vocab = {torch.log(torch.tensor(float(cfg.d_vocab))):.2f}).")
     console.print("strongest induction heads: " + ", ".join(f"L{layer}H{head} ({s:.2f})" for layer, head, s in heads)
                   + f" of {cfg.n_layers * cfg.n_heads}.")
     return {"predictions": predictions, "loss_first": first, "loss_second": second, "induction": ind,
