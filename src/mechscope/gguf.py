@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .errors import ModelLoadError
 from .progress import task
+from .store import build_once
 
 SOURCE_FILE = "mechscope_source.json"
 GGUF_CACHE_VERSION = 1
@@ -162,10 +163,11 @@ def dequantize(path: Path, out_dir: Path, source: GGUFSource) -> GGUFSource:
                 hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         except (ValueError, KeyError, NotImplementedError) as e:
+            why = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
             raise ModelLoadError(
-                f"transformers could not load {str(path)!r} ({source.architecture}, {source.quantization}): "
-                f"{str(e).splitlines()[0]} Only architectures and quantisations that transformers can dequantise "
-                "are supported (transformers.integrations.ggml lists them)."
+                f"transformers could not load {str(path)!r} ({source.architecture}, {source.quantization}): {why}. "
+                "Only architectures and quantisations that transformers can dequantise are supported "
+                "(transformers.integrations.ggml lists them)."
             ) from e
         config = hf.config
         del config.quantization_config  # the plain copy is an ordinary float model
@@ -221,7 +223,5 @@ def ensure_dequantized(path: str | Path, *, progress: bool = True) -> Path:
             t.update(note=f"{source.quantization}, converting tensors and tokenizer")
             dequantize(path, staging, source)
             t.note = f"cached in {target}"
-
-    from .store import build_once
 
     return build_once(target, build, is_complete)

