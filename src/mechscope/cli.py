@@ -1,4 +1,4 @@
-"""``mechscope`` command line: ``info``, ``run`` and ``demo``."""
+"""``mechscope`` command line: ``info``, ``run``, ``models`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Mechanistic interpretability on any HuggingFace causal LM.")
 console = Console()
 
-MODEL_ARG = typer.Argument("default", help="'default' (the embedded model), a local folder, or a hub id.")
+MODEL_HELP = ("'default' (the embedded model), a named real model (see `mechscope models`), a .gguf file, a local "
+              "folder, or a hub id.")
+MODEL_ARG = typer.Argument("default", help=MODEL_HELP)
 
 
 def _quiet_transformers() -> None:
@@ -55,6 +57,8 @@ def info(model: str = MODEL_ARG, pos: int = typer.Option(128, help="Sequence len
     for k, v in cfg.to_dict().items():
         t.add_row(k, str(v))
     console.print(t)
+    if m.source is not None:
+        console.print(m.source.describe())
     if m.family.notes:
         console.print(f"[bold]{cfg.family}:[/bold] {m.family.notes}")
     points = Table(title=f"hook points (memory for batch 1 × {pos} tokens)")
@@ -121,14 +125,41 @@ def run(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Text to 
 
 
 @app.command()
-def demo(model: str = typer.Option("default", help="Model to look inside ('default', a folder or a hub id)."),
-         seg_len: int = typer.Option(20, help="Length of the repeated random segment.")):
+def models():
+    """Named real models that `mechscope.load(name)` finds in installed packages, and how to install them."""
+    from .zoo import MODELS
+
+    t = Table(title="named models: pretrained GGUF files shipped in packages (dequantised once, then cached)")
+    t.add_column("name", no_wrap=True)
+    t.add_column("model")
+    for m in MODELS.values():
+        state = f"[red]not installed[/red]: install with {m.pip}"
+        if m.installed():
+            cached = "; dequantised and cached" if m.cached_folder() is not None else ""
+            state = f"[green]installed[/green] ({m.pip}){cached}"
+        t.add_row(m.name, f"{m.title}: {m.summary}; {m.quantization}; licence: {m.licence}\n{state}")
+    console.print(t)
+    console.print("Also: 'default' (mechscope's embedded model, trained on first use), any .gguf file that "
+                  "transformers can dequantise, a local HuggingFace folder, or a hub id.")
+
+
+@app.command()
+def demo(model: str = typer.Option("default", help=MODEL_HELP),
+         seg_len: int = typer.Option(20, help="Length of the repeated random segment."),
+         real: bool = typer.Option(True, help="Also look inside SmolLM2-135M when its package is installed.")):
     """Look inside a model: predictions, in-context learning on repeated text, and its attention heads."""
-    from .demo import report
+    from .demo import real_model_report, report
+    from .zoo import MODELS
 
     start = time.perf_counter()
     m = _load(model)
     report(m, console, name=model, seg_len=seg_len)
+    smollm2 = MODELS["smollm2-135m"]
+    if real and model == "default":
+        if smollm2.installed():
+            real_model_report(_load(smollm2.name), console, name=smollm2.name, seg_len=seg_len)
+        else:
+            console.print(f"[dim]a real pretrained model is one command away: {smollm2.pip}[/dim]")
     console.print(f"[dim]done in {time.perf_counter() - start:.1f} s[/dim]")
 
 

@@ -44,13 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from .errors import ModelLoadError
+from .progress import task
 
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_VERSION = 1
@@ -355,17 +354,7 @@ def train_default_model(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     losses: list[float] = []
-    bar = Progress(
-        TextColumn("Training mechscope's default model (first use only)"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
-    with bar:
-        task = bar.add_task("train", total=recipe.steps, loss=float("nan"))
+    with task("training mechscope's default model (first use only)", recipe.steps, enabled=progress) as bar:
         model.train()
         for _ in range(recipe.steps):
             batch = _training_batch(rng, corpus, recipe, tokenizer.bos_token_id, word_ids)
@@ -377,7 +366,7 @@ def train_default_model(
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-            bar.update(task, advance=1, loss=losses[-1])
+            bar.update(1, note=f"loss {losses[-1]:.3f}")
     model.eval()
     first, second = repeat_losses(
         model, tokenizer, seg_len=min(25, (recipe.n_ctx - 1) // 2), seed=recipe.seed + 1

@@ -1,4 +1,9 @@
-"""The main job, ``mechscope demo``: a compact report of what is inside a model."""
+"""The main job, ``mechscope demo``: a compact report of what is inside a model.
+
+:func:`report` looks inside any model (the embedded default model by default); :func:`real_model_report`
+adds what a real pretrained model (SmolLM2-135M, when its package is installed) does on a factual prompt, an
+indirect-object prompt and repeated random tokens.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from .detectors import head_scores
 from .model import Model
 
 PROMPTS = ("the cat sat on the", "i saw one two three", "she gave the dog a red ball . the dog")
+REAL_PROMPTS = ("The capital of France is", "When Mary and John went to the store, John gave a drink to")
+"""A factual-recall prompt and an indirect-object-identification (IOI) prompt (Wang et al. 2022)."""
 
 
 def _per_position_loss(model: Model, tokens: torch.Tensor) -> torch.Tensor:
@@ -38,6 +45,19 @@ def _heads_table(title: str, scores: torch.Tensor, top: int = 3) -> Table:
     return t
 
 
+def _top(model: Model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely next tokens after ``prompt``, with their probabilities."""
+    probs = model(prompt)[0, -1].float().softmax(-1)
+    top = probs.topk(k)
+    return [(model.to_string([i]), p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def _repeat_losses(model: Model, tokens: torch.Tensor, seg_len: int) -> tuple[float, float]:
+    """Mean loss on the first and second copy of ``BOS + segment + segment`` tokens (batch, 1 + 2 * seg_len)."""
+    loss = _per_position_loss(model, tokens)
+    return loss[:seg_len].mean().item(), loss[seg_len:].mean().item()
+
+
 @torch.inference_mode()
 def report(model: Model, console: Console, *, name: str = "default", seg_len: int = 20) -> dict:
     """Print the report; return its numbers (for tests and scripts)."""
@@ -56,15 +76,11 @@ def report(model: Model, console: Console, *, name: str = "default", seg_len: in
     preds.add_column("prompt")
     preds.add_column("top 5 (probability)")
     for prompt in PROMPTS:
-        probs = model(prompt)[0, -1].float().softmax(-1)
-        top = probs.topk(5)
-        preds.add_row(prompt, "  ".join(f"{model.to_string([i]).strip()!r} {p:.2f}"
-                                        for p, i in zip(top.values.tolist(), top.indices.tolist())))
+        preds.add_row(prompt, "  ".join(f"{t.strip()!r} {p:.2f}" for t, p in _top(model, prompt)))
     console.print(preds)
 
     tokens = make_repeated_tokens(model.tokenizer, 16, seg_len, seed=0).to(cfg.device)
-    loss = _per_position_loss(model, tokens)
-    first, second = loss[:seg_len].mean().item(), loss[seg_len:].mean().item()
+    first, second = _repeat_losses(model, tokens, seg_len)
     console.print(f"[bold]in-context learning[/bold]: random {seg_len}-token segments shown twice — loss on the "
                   f"first copy {first:.2f} nats, on the second {second:.2f} nats "
                   f"(ln d_vocab = {torch.log(torch.tensor(float(cfg.d_vocab))):.2f}).")
@@ -80,3 +96,39 @@ def report(model: Model, console: Console, *, name: str = "default", seg_len: in
                   "model.run_with_cache(...) returns them all.[/dim]")
     return {"loss_first": first, "loss_second": second, "prev_token": prev, "induction": ind,
             "best_prev": (pl, ph), "best_induction": (il, ih)}
+
+
+@torch.inference_mode()
+def real_model_report(model: Model, console: Console, *, name: str = "smollm2-135m", seg_len: int = 20,
+                      n_seqs: int = 4, top_heads: int = 5) -> dict:
+    """What a real pretrained model does: top predictions on :data:`REAL_PROMPTS`, and induction on ``n_seqs``
+    repeated random segments of ``seg_len`` tokens (loss per copy, strongest induction heads). Returns the
+    numbers: ``predictions`` {prompt: [(token, prob)]}, ``loss_first``, ``loss_second``, ``induction``
+    (n_layers, n_heads) and ``top_induction`` [(layer, head, score)]."""
+    cfg = model.cfg
+    console.rule(f"[bold]a real model: {name}")
+    console.print(f"{cfg.family}, {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
+                  f"({cfg.n_kv_heads} kv), d_vocab {cfg.d_vocab}")
+    if model.source is not None:
+        console.print(model.source.describe(), soft_wrap=True)
+    preds = Table(title="next-token predictions")
+    preds.add_column("prompt")
+    preds.add_column("top 5 (probability)")
+    predictions = {}
+    for prompt in REAL_PROMPTS:
+        predictions[prompt] = _top(model, prompt)
+        preds.add_row(prompt, "  ".join(f"{t!r} {p:.2f}" for t, p in predictions[prompt]))
+    console.print(preds)
+
+    tokens = make_repeated_tokens(model.tokenizer, n_seqs, seg_len, seed=0).to(cfg.device)
+    first, second = _repeat_losses(model, tokens, seg_len)
+    ind = head_scores(model, tokens, "induction")
+    top = ind.flatten().topk(top_heads)
+    heads = [(*divmod(int(i), cfg.n_heads), s) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    console.print(f"[bold]in-context learning[/bold]: random {seg_len}-token segments shown twice — loss on the "
+                  f"first copy {first:.2f} nats, on the second {second:.2f} nats "
+                  f"(ln d_vocab = {torch.log(torch.tensor(float(cfg.d_vocab))):.2f}).")
+    console.print("strongest induction heads: " + ", ".join(f"L{layer}H{head} ({s:.2f})" for layer, head, s in heads)
+                  + f" of {cfg.n_layers * cfg.n_heads}.")
+    return {"predictions": predictions, "loss_first": first, "loss_second": second, "induction": ind,
+            "top_induction": heads}

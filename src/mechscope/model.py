@@ -38,6 +38,10 @@ class _Stop(Exception):
 class Model:
     """A hooked HF causal LM. Build with ``mechscope.load(...)`` or ``Model.from_hf(hf_model, tokenizer)``."""
 
+    source = None
+    """Where the weights came from, when not a plain HF checkpoint: a ``mechscope.gguf.GGUFSource`` (file,
+    quantisation) for a model dequantised from GGUF by ``mechscope.load``; else None."""
+
     def __init__(self, hf_model: nn.Module, tokenizer=None, *, use_attn_result: bool = False):
         self.hf_model = hf_model
         self.tokenizer = tokenizer

@@ -166,7 +166,7 @@ FAMILIES: tuple[Family, ...] = (
         mlp_gate=None, mlp_in=None, mlp_gate_up="mlp.Wi", mlp_down="mlp.Wo",
         notes="The embedding is LayerNormed (model.embeddings.norm) before blocks.0.hook_resid_pre; block 0 has no "
         "ln1 (HF uses an Identity). After ln_final a prediction head (dense, activation, LayerNorm: lm_head) runs "
-        "before W_U (the 'decoder' linear), so logits are not ln_final.hook_normalized @ W_U. "
+        "before W_U (the 'decoder' linear), so logits are not ln_final.hook_out @ W_U. "
         "Fused Wi is [act input | gate]: hook_pre is the half that goes through the activation.",
     ),
 )

@@ -114,7 +114,7 @@ QWEN4_EXP = replace(
     "streams (attn_hyper_connection / mlp_hyper_connection, there are no ln1/ln2 points) and its output "
     "(hook_attn_out, hook_mixer_out, hook_mlp_out: [batch, pos, d_model]) is added to every stream scaled by "
     "per-stream injection weights. Blocks listed in ple_layer_ids first add hashed n-gram features (PLE) to the "
-    "streams. ln_final.hook_normalized is the final mixer's output (what lm_head reads); it has no hook_scale. "
+    "streams. ln_final.hook_out is the final mixer's output (what lm_head reads); it has no hook_scale or hook_normalized. "
     "Attention blocks are gated (q_proj gives [query | gate] per head; hook_z is after the gate) and attend only "
     "to the key blocks the QSA indexer selects (others masked with finfo.min); gated-DeltaNet blocks have "
     "hook_mixer_out instead of attention points.",

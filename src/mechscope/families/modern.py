@@ -124,7 +124,7 @@ FAMILIES: tuple[Family, ...] = (
             "widths (swa_*): their points have those shapes, and cfg's head counts and d_head are block 0's. "
             "hook_attn_out/hook_mlp_out are after the short convolutions that follow attention and the MLP (each "
             "includes its own skip). Dense and sparse MLP layers (mlp_layer_types) are mixed, so only "
-            "hook_mlp_out is exposed. The final norm's output (ln_final.hook_normalized) is divided by "
+            "hook_mlp_out is exposed. The final norm's output (ln_final.hook_out) is divided by "
             "logits_mup_width_multiplier before W_U."),
     replace(LLAMA, name="hy_v4", model_types=("hy_v4",), **MLA, moe=True, resid_streams="hc_mult",
             resid_mid="ffn_hc",

@@ -115,7 +115,7 @@ FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="minicpm3", model_types=("minicpm3",), **MLA,
             notes=MLA_NOTE + " Multipliers (config): hook_embed includes scale_emb; hook_attn_out/hook_mlp_out are "
             "before the residual scale scale_depth / sqrt(n_layers), so resid_mid = resid_pre + scale * attn_out; "
-            "ln_final.hook_normalized is divided by hidden_size / dim_model_base before W_U."),
+            "ln_final.hook_out is divided by hidden_size / dim_model_base before W_U."),
 )
 EXCLUDED: dict[str, str] = {
     "deepseek_v4": "Manifold-constrained hyper-connections: the residual is hc_mult parallel streams "
