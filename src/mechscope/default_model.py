@@ -34,8 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,12 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from .errors import ModelLoadError
+from .store import build_once
 from .progress import task
 
 DEFAULT_MODEL_NAME = "default"
@@ -418,34 +415,5 @@ def ensure_default_model(*, progress: bool = True) -> Path:
     folder that is renamed into place only once complete. An incomplete or corrupt folder is
     trained again.
     """
-    target = default_model_dir()
-    if _is_complete(target):
-        return target
-    root = target.parent
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        if not os.access(root, os.W_OK):
-            raise PermissionError(f"{root} is not writable")
-        lock = FileLock(root / f"{target.name}.lock")
-        lock.acquire()
-    except OSError as error:
-        raise ModelLoadError(
-            f"mechscope cannot write its cache folder {root} ({error}); set MECHSCOPE_CACHE to a writable folder."
-        ) from error
-    try:
-        if _is_complete(target):
-            return target
-        for leftover in root.glob(f".{target.name}-*"):  # from a process killed while training
-            shutil.rmtree(leftover, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
-        try:
-            train_default_model(staging, progress=progress)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    finally:
-        lock.release()
-    return target
+    return build_once(default_model_dir(), lambda staging: train_default_model(staging, progress=progress),
+                      _is_complete)
