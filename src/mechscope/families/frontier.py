@@ -36,8 +36,10 @@ GEMMA3 = nested(
 
 LLAMA4 = replace(
     LLAMA, name="llama4", model_types=("llama4", "llama4_text"), mlp="feed_forward", mlp_out="feed_forward",
+    mlp_gate="feed_forward.gate_proj", mlp_in="feed_forward.up_proj", mlp_down="feed_forward.down_proj",
     mlp_out_flat=True, moe=True, softmax="native",
-    notes="MoE blocks (shared expert + routed experts) and dense blocks interleave; both expose hook_mlp_out. "
+    notes="MoE blocks (shared expert + routed experts) and dense blocks interleave; both expose hook_mlp_out, dense "
+    "blocks also mlp.hook_pre/hook_pre_linear/hook_post. "
     "NoPE layers (every no_rope_layer_interval-th) do not rotate q/k: their hook_rot_q/hook_rot_k are the query "
     "after attention-temperature scaling and the plain key; on RoPE layers they are after RoPE and the L2 qk-norm. "
     "Chunked-attention layers mask keys outside the query's chunk (finfo.min in hook_attn_scores).",
