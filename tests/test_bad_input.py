@@ -411,6 +411,16 @@ def test_stale_resid_mid_delta_is_dropped_after_a_failure(model):
     assert_clean(model)
 
 
+def test_stale_resid_mid_delta_is_dropped_in_flattening_blocks():
+    """The same for OPT, whose MLP half runs on flattened positions (its resid_mid site is wrapped)."""
+    m = mechscope.Model.from_hf(make_pair("opt", torch.float32)[0])
+    ref = m.hf_model(IDS).logits
+    with pytest.raises(HookError):
+        m.run_with_hooks(IDS, fwd_hooks=[("blocks.0.hook_resid_mid", lambda a, h: a + 1),
+                                         ("blocks.0.mlp.hook_pre", lambda a, h: 1 / 0)])
+    assert torch.equal(m.run_with_hooks(IDS, fwd_hooks=[("blocks.0.hook_resid_mid", lambda a, h: None)]), ref)
+
+
 def test_mismatched_tokenizer_is_named():
     m = mechscope.Model.from_hf(make_pair("llama", torch.float32)[0], word_tokenizer(300))
     with pytest.raises(TokenIdError, match="tokenizer does not belong to this model"):

@@ -45,10 +45,18 @@ def test_nanochat_final_norm_points_are_its_call_after_the_blocks():
 
 
 @pytest.mark.parametrize("key", ["youtu", "zaya"])
-def test_latent_attention_has_no_per_head_kv_projections(key):
+def test_latent_attention_kv_points(key):
+    """MLA (Youtu) reads k/v off the latent's up-projection, over k_pos; Zaya's convolved q/k/v exist only inside."""
     m = _model(key)
     names = m.hook_names()
-    assert "blocks.0.attn.hook_k" not in names and "blocks.0.attn.hook_rot_k" in names
+    assert "blocks.0.attn.hook_rot_k" in names
+    if key == "zaya":
+        assert "blocks.0.attn.hook_k" not in names
+    else:
+        c = m.hf_model.config
+        _, kv = m.run_with_cache(IDS, names_filter=["blocks.0.attn.hook_k", "blocks.0.attn.hook_v"])
+        assert kv["k", 0].shape == (*IDS.shape, c.num_key_value_heads, c.qk_nope_head_dim)
+        assert kv["v", 0].shape == (*IDS.shape, c.num_key_value_heads, c.v_head_dim)
     with pytest.raises(UnsupportedModelError, match="inside attention"):
         m.W_K
     _, cache = m.run_with_cache(IDS, names_filter=lambda n: n.startswith("blocks.0.attn"))

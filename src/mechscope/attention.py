@@ -95,7 +95,7 @@ def mechscope_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention with hook points; bit-equal to HF's eager when hooks only read.
 
-    ``indices`` is DeepSeek Sparse Attention's per-query top-k of keys (DeepSeek-V3.2, GLM-5): HF applies it as a mask
+    ``indices`` is a sparse-attention indexer's per-query top-k of keys (DeepSeek-V3.2, GLM-5, A.X-K2): HF applies it as a mask
     only under ``eager``/``sdpa`` and passes it here otherwise, so it is turned into the same mask, the same way."""
     state = _STATE[module]
     if indices is not None and attention_mask is not None:
@@ -108,16 +108,6 @@ def mechscope_attention(
         scaling = query.size(-1) ** -0.5
     key_states = _repeat_kv(key, state.n_rep)
     value_states = _repeat_kv(value, state.n_rep)
-    indices = kwargs.get("indices")
-    if indices is not None and attention_mask is not None:
-        # Indexer-selected sparse attention (A.X-K2): HF masks the keys outside each query's top-k itself only for
-        # "eager"/"sdpa" and otherwise hands the indices to the kernel; mask them exactly as its eager branch does.
-        index_mask = (
-            indices.new_ones((query.shape[0], query.shape[2], key_states.shape[2]), dtype=torch.bool)
-            .scatter(-1, indices.long(), False)
-            .unsqueeze(1)
-        )
-        attention_mask = attention_mask.masked_fill(index_mask, torch.finfo(query.dtype).min)
 
     if state.sinks == "column_fp32":  # Flint: scores and softmax stay in float32, even under autocast
         with torch.autocast(device_type=query.device.type, enabled=False):

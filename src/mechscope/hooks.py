@@ -95,10 +95,10 @@ class Site:
     prepend = False
     """Run before forward hooks already on the module (transformers' output recorders), so they see a replacement."""
     in_graph = True
+    """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
     after: nn.Module | None = None
     """When set, the site is live only on the anchor module's first call after this module has run in the forward:
     a module applied twice per forward (nanochat's final norm, also applied to the embeddings) shows its later call."""
-    """The activation is (a view of) a tensor in the model's autograd graph, so backward hooks can see its gradient."""
     grad_writable = True
     """A backward hook may replace the gradient (False where the gradient is observed beside the graph)."""
     stage = 0
@@ -672,7 +672,7 @@ def _out_hook(entries: list[Entry]):
 
 
 def _in_hook(entries: list[Entry]):
-    mids = {e.site for e in entries if isinstance(e.site, ResidMid)}
+    mids = {site for e in entries if isinstance(site := (e.site.inner if isinstance(e.site, Flat) else e.site), ResidMid)}
 
     def hook(module, args, kwargs):
         for site in mids:  # a forward that raised between a resid_mid write and its fix-up left a stale delta

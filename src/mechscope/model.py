@@ -400,16 +400,10 @@ class Model:
                 raise _Stop(output[0] if isinstance(output, (tuple, list)) else output)
 
             return self.blocks[-1].register_forward_hook(stop_after)
-        module = self.blocks[layer] if layer < n else self.hf_model.get_submodule(self.family.ln_final)
 
         def stop(mod, args, kwargs):
             raise _Stop(args[0] if args else kwargs["hidden_states"])
 
-        if layer == n and self.family.ln_final is None:  # no final norm: stop after the last block
-            def stop_after(mod, args, output):
-                raise _Stop(output[0] if isinstance(output, (tuple, list)) else output)
-
-            return self.blocks[-1].register_forward_hook(stop_after)
         module = self.blocks[layer] if layer < n else self.hf_model.get_submodule(self.family.ln_final)
         return module.register_forward_pre_hook(stop, with_kwargs=True)
 

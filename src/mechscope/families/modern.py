@@ -37,10 +37,11 @@ GRANITE_NOTE = (
     "(inside hook_attn_scores)."
 )
 
-MLA = dict(qkv_layout="latent", q="self_attn.q_b_proj", k=None, v=None)
-MLA_NOTE = ("Multi-head latent attention: hook_q is the query up-projection (qk_head_dim wide, before RoPE on its "
-            "last qk_rope_head_dim dims); keys and values are expanded from the cached latent inside attention, so "
-            "there is no hook_k/hook_v (read keys at hook_rot_k); hook_z heads are v_head_dim wide (cfg.d_head).")
+MLA = dict(qkv_layout="latent", q="self_attn.q_b_proj", qkv="self_attn.kv_b_proj", k=None, v=None)
+MLA_NOTE = ("Multi-head latent attention: hook_q is the query up-projection (qk_head_dim wide, cfg.d_head, before "
+            "RoPE on its last qk_rope_head_dim dims); hook_k (the keys' non-rotary part) and hook_v are the per-head "
+            "parts of kv_b_proj, which up-projects the cached latent, so they span k_pos; the full rotated keys are "
+            "at hook_rot_k; hook_z heads are v_head_dim wide (cfg.d_head_v).")
 
 FAMILIES: tuple[Family, ...] = (
     replace(LLAMA, name="llama_like", model_types=("internlm3", "iquestcoder", "ernie4_5", "cwm"),
