@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from . import attention, devices, memory, tokens as tok_utils, weights
 from .cache import ActivationCache
 from .config import ModelConfig, build_config
-from .errors import (HookFunctionError, HookNameError, InputError, InputTypeError, TokenIdError, closest, type_name,
+from .errors import (HookFunctionError, HookNameError, InputError, InputTypeError, closest, type_name,
                      unknown_hook)
 from .families import Family, family_for
 from .hooks import Attachment, Entry, HookFn, HookPoint, Virtual, check_hook_fn, fn_name
