@@ -11,7 +11,8 @@ import mechscope
 from families import make_pair
 from mechscope.errors import InputError
 from mechscope.probes import (
-    activations_from_cache, collect_activations, fit_diff_means, fit_logistic, train_probe, train_test_split,
+    activations_from_cache, collect_activations, fit_diff_means, fit_logistic, probe_cache, train_probe,
+    train_test_split,
 )
 
 PROMPTS = ["a b c d", "e f", "g h i", "j k l m n", "o p", "q r s", "t u v w", "x y z"]
@@ -142,6 +143,9 @@ def test_train_probe_per_layer_and_per_head(model):
     assert torch.allclose(res.directions.norm(dim=-1), torch.ones(model.cfg.n_layers))
     heads = train_probe(model, ids, labels, method="diff_means", hook="z")
     assert heads.test_acc.shape == (len(model.cfg.attn_layers), model.cfg.n_heads)
+    _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_post"))
+    cached = probe_cache(cache, labels, l2=1e-2)
+    assert torch.equal(cached.train_acc, res.train_acc) and torch.equal(cached.W, res.W)
 
 
 def test_padded_prompts_use_each_prompts_last_token():

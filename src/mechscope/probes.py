@@ -21,6 +21,7 @@ batches by hooks: nothing else is kept) or from an ``ActivationCache`` (:func:`a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -285,6 +286,13 @@ def fit_logistic(acts: Tensor, labels, *, l2: float = 1e-3, test_frac: float = 0
 
     with torch.enable_grad():
         opt.step(closure)
+        opt.zero_grad()
+        objective().backward()
+    worst = max(Ws.grad.abs().max().item(), bs.grad.abs().max().item())
+    if worst > 1e-4:
+        warnings.warn(f"logistic probe: L-BFGS stopped after max_iter={max_iter} iterations with a gradient entry of "
+                      f"{worst:.1e}; raise max_iter, or l2 (separable data with a tiny penalty converges slowly).",
+                      stacklevel=2)
     Ws, bs = Ws.detach(), bs.detach()
     W = Ws / std.transpose(-2, -1)  # x @ W + b == z @ Ws + bs
     b = bs - (mean @ W)[..., 0, :]
@@ -326,3 +334,13 @@ def train_probe(model, prompts, labels, *, method: Method = "logistic", hook: st
     result = (fit_logistic if method == "logistic" else fit_diff_means)(acts, labels, **fit_kwargs)
     _, result.unit_labels = _hook_names(model, hook, layers)
     return result
+
+
+def probe_cache(cache, labels, *, hook: str = "resid_post", layers: Sequence[int] | None = None,
+                position: Position = -1, method: Method = "logistic", **fit_kwargs) -> ProbeResult:
+    """:func:`train_probe` for activations already in an ``ActivationCache`` (one example per cached row):
+    :func:`activations_from_cache` then :func:`fit_logistic` or :func:`fit_diff_means`."""
+    if method not in ("logistic", "diff_means"):
+        raise InputError(f"method must be 'logistic' or 'diff_means', got {method!r}.")
+    acts = activations_from_cache(cache, hook, layers=layers, position=position)
+    return (fit_logistic if method == "logistic" else fit_diff_means)(acts, labels, **fit_kwargs)
