@@ -174,6 +174,8 @@ def test_bad_input_is_a_sentence(model):
         fit_diff_means(x, [0] * 90)
     with pytest.raises(InputError, match="neither a hook point"):
         collect_activations(model, _ids(), hook="resid_psot")
+    with pytest.raises(InputError, match="a probe reads one position's vector"):
+        collect_activations(model, _ids(), hook="pattern")
     with pytest.raises(InputError, match="one per prompt"):
         collect_activations(model, _ids(), position=[1, 2])
     with pytest.raises(InputError, match="test_frac"):

@@ -50,6 +50,7 @@ def _hook_names(model, hook: str, layers: Sequence[int] | None) -> tuple[list[st
         if layers is not None:
             raise InputError(f"{hook!r} is one hook point, so layers= does not apply; pass a shorthand "
                              f"('resid_post', 'z', ...) to probe several layers.")
+        _check_probeable(model, hook)
         return [hook], [hook]
     if hook not in _SHORT or hook in ("embed", "pos_embed", "scale", "normalized"):
         raise InputError(f"hook {hook!r} is neither a hook point of this model nor a per-layer shorthand; use "
@@ -64,7 +65,17 @@ def _hook_names(model, hook: str, layers: Sequence[int] | None) -> tuple[list[st
     if missing or not layers:
         raise InputError(f"no {hook!r} point in block(s) {missing or layers} of this {n}-layer model; pass layers "
                          f"that have it (attention points exist only in blocks {list(model.cfg.attn_layers)}).")
-    return [act_name(hook, layer) for layer in layers], [f"L{layer}" for layer in layers]
+    names = [act_name(hook, layer) for layer in layers]
+    _check_probeable(model, names[0])
+    return names, [f"L{layer}" for layer in layers]
+
+
+def _check_probeable(model, name: str) -> None:
+    """Probes read one position's vector: the point must be ``(batch, pos, d)`` or ``(batch, pos, head, d_head)``."""
+    shape = model.hook_dict[name].shape
+    if len(shape) not in (3, 4) or tuple(shape[:2]) != ("batch", "pos") or "k_pos" in shape:
+        raise InputError(f"{name!r} has axes {shape}; a probe reads one position's vector from a point of shape "
+                         "(batch, pos, d) or (batch, pos, head, d_head), such as resid_post, mlp_out or z.")
 
 
 def _positions(position: Position, lengths: Tensor, offset: int = 0) -> Tensor:
@@ -99,6 +110,8 @@ def collect_activations(model, prompts: str | list[str] | Tensor, *, hook: str =
     token, padding accounted for) or one index per prompt (e.g. the subject's last token). Prompts run in batches of
     ``batch_size``, right-padded, with hooks that keep only the chosen positions."""
     names, _ = _hook_names(model, hook, layers)
+    if isinstance(position, Tensor) and position.ndim == 0:
+        position = int(position)
     if isinstance(prompts, str):
         prompts = [prompts]
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
