@@ -72,8 +72,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(SEED)
     clean = second_copy_loss(model, tokens, [])
     top_loss = second_copy_loss(model, tokens, ablated)
-    random_losses = [second_copy_loss(model, tokens, [rest[int(i)] for i in torch.randperm(len(rest), generator=gen)[:TOP_K]])
-                     for _ in range(N_RANDOM)]
+    draws = [[rest[int(i)] for i in torch.randperm(len(rest), generator=gen)[:TOP_K]] for _ in range(N_RANDOM)]
+    random_losses = [second_copy_loss(model, tokens, heads) for heads in draws]
     mean_random = sum(random_losses) / len(random_losses)
     print(f"\n### Ablation: loss on the second copy (nats), {TOP_K} heads' hook_z zeroed\n")
     print("| ablated | loss | rise over clean |")

@@ -17,7 +17,7 @@ from families import make_pair
 from mechscope.attention_analysis import attention_entropy, bos_attention
 from mechscope.cli import app
 from mechscope.detectors import (
-    HeadScores, detect_head, detection_pattern, find_heads, head_scores, repeated_tokens,
+    detect_head, detection_pattern, find_heads, head_scores, repeated_tokens,
 )
 from mechscope.errors import InputError
 
@@ -158,7 +158,8 @@ def test_forced_patterns_and_hybrid_rows():
     with m.hooks([(lambda n: n.endswith("hook_pattern"), attend_previous)]):
         found = find_heads(m, toks)
     assert torch.allclose(found.scores["previous_token"], torch.ones(2, 4))
-    assert torch.allclose(found.entropy, torch.zeros(2, 4)) and torch.allclose(found.bos_attention, torch.full((2, 4), 0.1))
+    assert torch.allclose(found.entropy, torch.zeros(2, 4))
+    assert torch.allclose(found.bos_attention, torch.full((2, 4), 0.1))  # query 1 of 10 counted attends to BOS
     assert found.top("previous_token", 3)[0][2] == pytest.approx(1.0) and len(found.head_labels) == 8
     json.dumps(found.to_dict())
 

@@ -94,7 +94,8 @@ def test_diff_means_is_its_definition():
     assert res.test_acc[1].item() == pytest.approx(res.test_acc[0].item())  # scaling changes nothing
     yb = (y > 0).long()
     binary = fit_diff_means(x, yb.tolist())
-    m0, m1 = x[binary.train_idx][yb[binary.train_idx] == 0].mean(0), x[binary.train_idx][yb[binary.train_idx] == 1].mean(0)
+    xt, yt = x[binary.train_idx], yb[binary.train_idx]
+    m0, m1 = xt[yt == 0].mean(0), xt[yt == 1].mean(0)
     torch.testing.assert_close(binary.directions[0].double(), (m1 - m0) / (m1 - m0).norm(), atol=1e-6, rtol=1e-6)
 
 
@@ -103,7 +104,8 @@ def test_split_is_stratified_and_seeded():
     tr, te = train_test_split(y, 0.2, seed=7)
     assert sorted([*tr.tolist(), *te.tolist()]) == list(range(63))
     assert [int((y[te] == c).sum()) for c in range(3)] == [10, 2, 1]
-    assert torch.equal(te, train_test_split(y, 0.2, seed=7)[1]) and not torch.equal(te, train_test_split(y, 0.2, seed=8)[1])
+    assert torch.equal(te, train_test_split(y, 0.2, seed=7)[1])
+    assert not torch.equal(te, train_test_split(y, 0.2, seed=8)[1])
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2", "gpt_neox", "olmo2"])

@@ -50,7 +50,8 @@ def as_batch(model, input) -> Batch:
     return model._batch(input, None, None)
 
 
-def _valid(batch: Batch) -> Tensor:
+def valid_mask(batch: Batch) -> Tensor:
+    """(batch, pos) bool: True at real tokens, False at padding."""
     if batch.attention_mask is None:
         return torch.ones(batch.tokens.shape, dtype=torch.bool, device=batch.tokens.device)
     return batch.attention_mask.bool()
@@ -65,7 +66,7 @@ def _check_batch_size(batch_size) -> int:
 def _pattern_of(cache, layer: int) -> Tensor:
     p = cache["pattern", layer]
     if not getattr(cache, "has_batch_dim", True) or p.ndim == 3:
-        p = p[None]  # a cache with its batch axis removed (remove_batch_dim=True, as TransformerLens's detect_head uses)
+        p = p[None]  # a cache without its batch axis (remove_batch_dim=True, as TransformerLens's detect_head uses)
     return p
 
 
@@ -76,7 +77,7 @@ def pattern_sums(model, input, stats: dict[str, Stat], *, cache=None, batch_size
     ``input`` is text, a list of texts or ``(batch, pos)`` token ids (a :class:`Batch` keeps its mask); ``cache``:
     patterns already recorded for exactly that input (then the model is not run)."""
     batch = as_batch(model, input)
-    valid = _valid(batch)
+    valid = valid_mask(batch)
     acc: dict[str, dict[int, Tensor]] = {name: {} for name in stats}
 
     def reduce(layer: int, pattern: Tensor, rows: slice) -> None:
@@ -128,7 +129,8 @@ def first_positions(valid: Tensor) -> Tensor:
     return valid.int().argmax(-1)
 
 
-def _entropy_stat(per_position: bool) -> Stat:
+def entropy_stat(per_position: bool) -> Stat:
+    """Summed attention entropy (nats) over real queries: ``(head,)``, or ``(head, q_pos)`` with ``per_position``."""
     def stat(p: Tensor, chunk: Chunk) -> Tensor:
         h = torch.special.entr(p).sum(-1) * chunk.valid[:, None]  # (batch, head, q): nats
         return h.sum(0) if per_position else h.sum((0, 2))
@@ -136,7 +138,9 @@ def _entropy_stat(per_position: bool) -> Stat:
     return stat
 
 
-def _bos_stat(per_position: bool) -> Stat:
+def bos_stat(per_position: bool) -> Stat:
+    """Summed attention on each row's first real token, over real queries but that one: ``(head,)`` or
+    ``(head, q_pos)``."""
     def stat(p: Tensor, chunk: Chunk) -> Tensor:
         first = first_positions(chunk.valid)  # (batch,)
         to_first = p[torch.arange(p.shape[0], device=p.device), :, :, first]  # (batch, head, q)
@@ -148,7 +152,8 @@ def _bos_stat(per_position: bool) -> Stat:
     return stat
 
 
-def _normalise(sums: Tensor, counts: Tensor, per_position: bool) -> Tensor:
+def mean_over(sums: Tensor, counts: Tensor, per_position: bool) -> Tensor:
+    """``sums / counts``; per position, NaN where no row counted a query."""
     if per_position:  # counts (pos,): rows with a counted query at each position
         return sums / counts.clamp(min=1) * torch.where(counts > 0, 1.0, float("nan"))
     if counts == 0:
@@ -164,9 +169,9 @@ def attention_entropy(model, input, *, cache=None, per_position: bool = False, b
     (query ``q`` can reach at most ``ln(q + 1)``). Padding queries are not counted; the first query, which can only
     attend to itself, counts as 0."""
     batch = as_batch(model, input)
-    valid = _valid(batch)
-    sums = pattern_sums(model, batch, {"h": _entropy_stat(per_position)}, cache=cache, batch_size=batch_size)["h"]
-    return _normalise(sums, valid.sum(0) if per_position else valid.sum(), per_position)
+    valid = valid_mask(batch)
+    sums = pattern_sums(model, batch, {"h": entropy_stat(per_position)}, cache=cache, batch_size=batch_size)["h"]
+    return mean_over(sums, valid.sum(0) if per_position else valid.sum(), per_position)
 
 
 def bos_attention(model, input, *, cache=None, per_position: bool = False, batch_size: int = 8) -> Tensor:
@@ -177,8 +182,8 @@ def bos_attention(model, input, *, cache=None, per_position: bool = False, batch
     high value often marks a head that is idle on this input. The first query itself is left out (it can only attend
     to itself); under left padding, each row's first real token is used."""
     batch = as_batch(model, input)
-    valid = _valid(batch)
+    valid = valid_mask(batch)
     counted = valid.clone()
     counted[torch.arange(valid.shape[0]), first_positions(valid)] = False
-    sums = pattern_sums(model, batch, {"b": _bos_stat(per_position)}, cache=cache, batch_size=batch_size)["b"]
-    return _normalise(sums, counted.sum(0) if per_position else counted.sum(), per_position)
+    sums = pattern_sums(model, batch, {"b": bos_stat(per_position)}, cache=cache, batch_size=batch_size)["b"]
+    return mean_over(sums, counted.sum(0) if per_position else counted.sum(), per_position)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .attention_analysis import (
-    Chunk, _bos_stat, _entropy_stat, _normalise, _valid, as_batch, first_positions, pattern_sums,
+    Chunk, as_batch, bos_stat, entropy_stat, first_positions, mean_over, pattern_sums, valid_mask,
 )
 from .errors import InputError, InputTypeError, type_name
 
@@ -95,7 +95,7 @@ def _scores_stat(target: Tensor, rows: Tensor):
 
 def _targets(model, batch, template: Template) -> tuple[Tensor, Tensor]:
     target = template_mask(batch.tokens.cpu(), template)
-    valid = _valid(batch).cpu()
+    valid = valid_mask(batch).cpu()
     target = target & valid[:, None, :]
     rows = target.any(-1) & valid  # (batch, q_pos): queries that have something to attend to
     if not rows.any():
@@ -270,7 +270,8 @@ class HeadScores:
             return self.scores[name]
         if name in ("bos_attention", "entropy"):
             return getattr(self, name)
-        raise InputError(f"no scores named {name!r} here; these are {', '.join([*self.scores, 'bos_attention', 'entropy'])}.")
+        names = ", ".join([*self.scores, "bos_attention", "entropy"])
+        raise InputError(f"no scores named {name!r} here; these are {names}.")
 
     @property
     def head_labels(self) -> list[str]:
@@ -283,9 +284,9 @@ class HeadScores:
         def rows(t: Tensor) -> list[list[float | None]]:
             return [[None if v != v else round(v, 6) for v in row] for row in t.tolist()]
 
-        out = {name: {"scores": rows(s), "top": [{"layer": l, "head": h, "score": v} for l, h, v in self.top(name, top)]}
-               for name in (*self.scores, "bos_attention", "entropy")
-               for s in [self._table(name)]}
+        out = {name: {"scores": rows(self._table(name)),
+                      "top": [{"layer": l, "head": h, "score": v} for l, h, v in self.top(name, top)]}
+               for name in (*self.scores, "bos_attention", "entropy")}
         out["tokens"] = {"shape": list(self.tokens.shape)}
         return out
 
@@ -300,16 +301,16 @@ def find_heads(model, tokens=None, *, detectors: tuple[str, ...] | list[str] = D
         if d not in DETECTORS:
             raise InputError(f"unknown detector {d!r}; use one of {', '.join(DETECTORS)}.")
     batch = as_batch(model, repeated_tokens(model, n_seqs, seg_len, seed=seed) if tokens is None else tokens)
-    valid = _valid(batch).cpu()
+    valid = valid_mask(batch).cpu()
     counted = valid.clone()
     counted[torch.arange(valid.shape[0]), first_positions(valid)] = False
     targets = {d: _targets(model, batch, d) for d in detectors}
     stats = {d: _scores_stat(*targets[d]) for d in detectors}
-    stats["entropy"], stats["bos_attention"] = _entropy_stat(False), _bos_stat(False)
+    stats["entropy"], stats["bos_attention"] = entropy_stat(False), bos_stat(False)
     sums = pattern_sums(model, batch, stats, cache=cache, batch_size=batch_size)
     return HeadScores(
         tokens=batch.tokens.cpu(),
         scores={d: sums[d] / targets[d][1].sum() for d in detectors},
-        bos_attention=_normalise(sums["bos_attention"], counted.sum(), False),
-        entropy=_normalise(sums["entropy"], valid.sum(), False),
+        bos_attention=mean_over(sums["bos_attention"], counted.sum(), False),
+        entropy=mean_over(sums["entropy"], valid.sum(), False),
     )

@@ -45,7 +45,8 @@ def _hook_names(model, hook: str, layers: Sequence[int] | None) -> tuple[list[st
     """(hook names, unit labels) for a shorthand over ``layers`` (default: every block that has it) or one full
     hook name."""
     if not isinstance(hook, str):
-        raise InputTypeError(f"hook must be a shorthand such as 'resid_post' or a full hook name, got {type_name(hook)}.")
+        raise InputTypeError(f"hook must be a shorthand such as 'resid_post' or a full hook name, got "
+                             f"{type_name(hook)}.")
     if hook in model.hook_dict:
         if layers is not None:
             raise InputError(f"{hook!r} is one hook point, so layers= does not apply; pass a shorthand "
