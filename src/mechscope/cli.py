@@ -1,4 +1,4 @@
-"""``mechscope`` command line: ``info``, ``run``, ``models``, ``demo`` and ``heads``."""
+"""``mechscope`` command line: ``info``, ``run``, ``models`` and ``demo``."""
 
 from __future__ import annotations
 
