@@ -163,5 +163,63 @@ def demo(model: str = typer.Option("default", help=MODEL_HELP),
     console.print(f"[dim]done in {time.perf_counter() - start:.1f} s[/dim]")
 
 
+# ------------------------------------------------------------------------------------------ heads (issue #6, item 4)
+HEAD_DETECTORS = ("induction", "previous_token", "duplicate_token", "all")
+
+
+@app.command()
+def heads(model: str = MODEL_ARG,
+          detector: str = typer.Option("all", help="induction, previous_token, duplicate_token or all."),
+          top: int = typer.Option(10, help="How many heads to list per detector."),
+          seg_len: int = typer.Option(50, help="Length of the random segment shown twice."),
+          n_seqs: int = typer.Option(8, help="How many repeated random sequences to score on."),
+          seed: int = typer.Option(0, help="Seed of the random tokens."),
+          json_path: str = typer.Option(None, "--json", help="Write every head's scores and the top heads here.")):
+    """Find attention heads by what they attend to: induction, previous-token and duplicate-token heads on
+    repeated random tokens (BOS + segment + segment), with attention to BOS and attention entropy per head."""
+    import json
+
+    from .detectors import find_heads
+    from .errors import MechscopeError
+
+    if detector not in HEAD_DETECTORS:
+        console.print(f"[red]error:[/red] unknown detector {detector!r}; use one of {', '.join(HEAD_DETECTORS)}.")
+        raise typer.Exit(2)
+    chosen = ("induction", "previous_token", "duplicate_token") if detector == "all" else (detector,)
+    m = _load(model)
+    try:
+        found = find_heads(m, detectors=chosen, n_seqs=n_seqs, seg_len=seg_len, seed=seed)
+    except MechscopeError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    cfg = m.cfg
+    console.print(f"{model}: {cfg.n_layers} layers × {cfg.n_heads} heads, scored on {n_seqs} sequences of BOS + "
+                  f"{seg_len} random tokens shown twice (seed {seed}).")
+    explain = {"induction": "attention to the token after the previous occurrence of the current token",
+               "previous_token": "attention to the previous token",
+               "duplicate_token": "attention to earlier copies of the current token",
+               "bos_attention": "mean attention to the first token (an attention sink: often an idle head)",
+               "entropy": "mean attention entropy in nats, highest first (low: sharp, high: spread out)"}
+    names = (*chosen, "bos_attention", "entropy")
+    t = Table(title=f"top {top} heads per measure (head: score)")
+    t.add_column("#", justify="right", min_width=2)
+    columns = [found.top(name, top) for name in names]
+    short = {"previous_token": "prev_token", "duplicate_token": "dup_token", "bos_attention": "bos"}
+    for name in names:
+        t.add_column(short.get(name, name), no_wrap=True)
+    for rank in range(max(len(c) for c in columns)):
+        t.add_row(str(rank + 1), *(f"L{c[rank][0]}H{c[rank][1]} {c[rank][2]:.2f}" if rank < len(c) else ""
+                                   for c in columns))
+    console.print(t)
+    for name in names:
+        console.print(f"[dim]{short.get(name, name)}: {explain[name]}[/dim]")
+    if json_path:
+        out = {"model": model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_seqs": n_seqs,
+               "seg_len": seg_len, "seed": seed, **found.to_dict(top=top)}
+        with open(json_path, "w") as f:
+            json.dump(out, f, indent=1)
+        console.print(f"[dim]scores written to {json_path}[/dim]")
+
+
 if __name__ == "__main__":
     app()
