@@ -229,6 +229,43 @@ def _post_norm(cache, layer: int, kind: str, pos_slice: Slice):
     return norm, pos_slice.apply(_get(cache, f"{prefix}.hook_scale", why), dim=-2)
 
 
+def _check_additive(cache, layer: int) -> None:
+    """Refuse, with the block and the size of the gap, a model whose residual stream is not the plain sum of the
+    cached components up to ``layer``: families that scale what they add (muP multipliers, Doge's residual gates),
+    normalise the embedding (Bloom) or add positions no point shows (CTRL's sinusoids). Checked once per cache on the
+    tensors it holds; blocks whose ``hook_resid_pre``/``hook_resid_post`` were not cached are not checked."""
+    done = cache.__dict__.setdefault("_additive", set())
+    lay = _layout(cache)
+
+    def gap(total: Tensor, parts: list[Tensor], what: str, where: str) -> None:
+        acc = parts[0].to(total.dtype)
+        for p in parts[1:]:
+            acc = acc + p.to(total.dtype)
+        diff = float((acc - total).abs().max())
+        size = float(total.abs().max())
+        if diff > 16 * torch.finfo(total.dtype).eps * size + 1e-30:
+            raise UnsupportedModelError(
+                f"in this {lay.model.cfg.family} model {where} is not the sum of {what} (they differ by up to "
+                f"{diff:.3g}, on a stream of size {size:.3g}): the family scales, gates or normalises what it adds "
+                "(see model.family.notes), so the residual stream has no exact decomposition into these components; "
+                "read the hook points directly.")
+
+    todo = [l for l in range(-1, min(layer, lay.n_layers)) if l not in done]
+    for l in todo:
+        if l == -1:
+            if "blocks.0.hook_resid_pre" in cache and lay.has_embed and "hook_embed" in cache and (
+                    not lay.has_pos_embed or "hook_pos_embed" in cache):
+                gap(cache["blocks.0.hook_resid_pre"], [t for _, t in _embeds(cache, Slice())],
+                    "hook_embed and hook_pos_embed" if lay.has_pos_embed else "hook_embed", "blocks.0.hook_resid_pre")
+        else:
+            names = [h for _, h in _block_parts(cache, l + 1, False, "all") if h.startswith(f"blocks.{l}.")]
+            have = [f"blocks.{l}.hook_resid_pre", f"blocks.{l}.hook_resid_post", *names]
+            if all(n in cache for n in have):
+                gap(cache[have[1]], [cache[n] for n in (have[0], *names)],
+                    f"hook_resid_pre and {', '.join(n.split('.')[-1] for n in names)}", have[1])
+        done.add(l)
+
+
 def _empty(cache, pos_slice: Slice, width: int | None = None) -> Tensor:
     like = pos_slice.apply(next(iter(v for k, v in cache.items() if k.endswith("hook_resid_post"))), dim=-2) \
         if any(k.endswith("hook_resid_post") for k in cache) else None
@@ -339,6 +376,7 @@ def decompose_resid(cache, layer: int | None = None, mlp_input: bool = False, mo
     if mlp_input and layer == lay.n_layers:
         raise InputError("mlp_input=True needs a block index below n_layers; the unembedding has no MLP input.")
     pos_slice = _slice(pos_slice)
+    _check_additive(cache, layer)
     parts = _embeds(cache, pos_slice) if incl_embeds else []
     parts += [(label, pos_slice.apply(_get(cache, hook, "decompose_resid"), dim=-2))
               for label, hook in _block_parts(cache, layer, mlp_input, mode)]
@@ -393,6 +431,7 @@ def stack_head_results(cache, layer: int = -1, return_labels: bool = False, incl
     lay = _layout(cache)
     layer = _layer(cache, layer)
     pos_slice = _slice(pos_slice)
+    _check_additive(cache, layer)
     comps, labels = [], []
     for l in range(layer):
         if lay.attn[l]:
@@ -477,6 +516,7 @@ def stack_neuron_results(cache, layer: int, pos_slice=None, neuron_slice=None, r
     lay = _layout(cache)
     layer = _layer(cache, layer)
     pos_slice, neuron_slice = _slice(pos_slice), _slice(neuron_slice)
+    _check_additive(cache, layer)
     if project_output_onto is not None and not isinstance(project_output_onto, Tensor):
         raise InputTypeError(f"project_output_onto must be a tensor [d_model] or [d_model, n_outs], got "
                              f"{type_name(project_output_onto)}.")
