@@ -216,7 +216,7 @@ def _through(norm, x: Tensor, scale: Tensor | None) -> Tensor:
     if scale is not None:
         x = x / scale
     gain = norm.gain(x)
-    return x * gain if gain is not None else x
+    return x * gain.detach() if gain is not None else x
 
 
 def _post_norm(cache, layer: int, kind: str, pos_slice: Slice):
@@ -388,12 +388,13 @@ def decompose_resid(cache, layer: int | None = None, mlp_input: bool = False, mo
 
 
 def head_weights(cache, layer: int) -> tuple[Tensor, Tensor]:
-    """``W_O [head, d_head_v, d_model]`` and ``b_O [d_model]`` of block ``layer`` (zeros where it has no bias)."""
+    """``W_O [head, d_head_v, d_model]`` and ``b_O [d_model]`` of block ``layer`` (zeros where it has no bias),
+    detached: the algebra analyses a finished forward, it builds no autograd graph."""
     o = _layout(cache).heads_module(layer)
     w = _io(o)
     n = _model(cache).hook_dict[f"blocks.{layer}.attn.hook_z"].shape[2]  # per layer (Inkling's layers differ)
     b = o.bias if getattr(o, "bias", None) is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
-    return w.reshape(n, w.shape[0] // n, w.shape[1]), b
+    return w.detach().reshape(n, w.shape[0] // n, w.shape[1]), b.detach()
 
 
 def compute_head_results(cache) -> None:
@@ -409,8 +410,45 @@ def compute_head_results(cache) -> None:
         cache._store[name] = torch.einsum("...hd,hdm->...hm", z, w_o.to(z.device, z.dtype)).detach()
 
 
+def _check_sum(cache, layer: int, kind: str) -> None:
+    """Refuse a block whose ``hook_attn_out`` (``hook_mlp_out``) is not its heads' (neurons') results plus the
+    output bias, through the post-norm where there is one: some families add terms no head or neuron owns
+    (Inkling's attention). Checked once per cache and block, as one matmul, on the full cached tensors."""
+    done = cache.__dict__.setdefault("_sums", set())
+    out_name = f"blocks.{layer}.hook_{kind}_out"
+    if (layer, kind) in done or out_name not in cache:
+        return
+    if kind == "attn":
+        z = _get(cache, f"blocks.{layer}.attn.hook_z", "per-head results")
+        w, b = head_weights(cache, layer)
+        x, w, norm_kind = z.flatten(-2), w.flatten(0, 1), "ln1_post"
+    else:
+        x = _get(cache, f"blocks.{layer}.mlp.hook_post", "per-neuron results")
+        w, b = _neuron_weights(cache, layer, Slice())
+        norm_kind = "ln2_post"
+    dt = torch.promote_types(x.dtype, torch.float32)
+    total = x.to(dt) @ w.to(x.device, dt) + b.to(x.device, dt)
+    norm, scale = _post_norm(cache, layer, norm_kind, Slice())
+    if norm is not None:
+        total = _through(norm, total, scale)
+        beta = norm.bias(total)
+        if beta is not None:
+            total = total + beta.detach().to(dt)
+    out = cache[out_name].to(dt)
+    diff, size = float((total - out).abs().max()), float(out.abs().max())
+    if diff > max(1e-4, 32 * torch.finfo(cache[out_name].dtype).eps) * size + 1e-30:
+        what = "heads' results (hook_z @ W_O)" if kind == "attn" else "neurons' results (hook_post @ W_out)"
+        raise UnsupportedModelError(
+            f"in this {_model(cache).cfg.family} model {out_name} is not the sum of its {what} plus the output bias "
+            f"(they differ by up to {diff:.3g} on outputs of size {size:.3g}): the block adds terms no single "
+            f"{'head' if kind == 'attn' else 'neuron'} owns, so it cannot be split further; use decompose_resid or "
+            "expand_neurons=False.")
+    done.add((layer, kind))
+
+
 def _head_results(cache, layer: int, pos_slice: Slice) -> Tensor:
     """What each head of ``layer`` adds to the stream, ``[*batch_and_pos, head, d_model]`` (post-norm linearised)."""
+    _check_sum(cache, layer, "attn")
     name = f"blocks.{layer}.attn.hook_result"
     if name in cache:
         r = pos_slice.apply(cache[name], dim=-3)
@@ -472,7 +510,7 @@ def _neuron_weights(cache, layer: int, neuron_slice: Slice) -> tuple[Tensor, Ten
     down = _layout(cache).mlp_down(layer)
     w = _io(down)
     b = down.bias if getattr(down, "bias", None) is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
-    return neuron_slice.apply(w, dim=0), b
+    return neuron_slice.apply(w.detach(), dim=0), b.detach()
 
 
 def get_neuron_results(cache, layer: int, neuron_slice=None, pos_slice=None,
@@ -483,6 +521,7 @@ def get_neuron_results(cache, layer: int, neuron_slice=None, pos_slice=None,
     building the ``[..., neuron, d_model]`` tensor."""
     layer = _layer(cache, layer)
     neuron_slice, pos_slice = _slice(neuron_slice), _slice(pos_slice)
+    _check_sum(cache, layer, "mlp")
     post = pos_slice.apply(_get(cache, f"blocks.{layer}.mlp.hook_post", "per-neuron results"), dim=-2)
     post = neuron_slice.apply(post, dim=-1)
     w, _ = _neuron_weights(cache, layer, neuron_slice)
@@ -569,7 +608,7 @@ def _bias(cache, layer: int, mlp_input: bool, include_mlp_biases: bool, pos_slic
             b = _through(norm, b, scale)
             beta = norm.bias(b)
             if beta is not None:
-                b = b + beta.to(b.dtype)
+                b = b + beta.detach().to(b.dtype)
         total = b if total is None else total + b
 
     for l in range(layer + (1 if mlp_input and not lay.parallel else 0)):
@@ -634,7 +673,7 @@ def get_full_resid_decomposition(cache, layer: int | None = None, mlp_input: boo
     squeeze = project_output_onto is not None and project_output_onto.ndim == 1
     if squeeze and not expand_neurons:
         comps = [c[..., None] for c in comps]
-    mixers = [(label, hook) for label, hook in _block_parts(cache, layer, False, "attn") if "_mixer_out" in label]
+    mixers = [(label, hook) for label, hook in _block_parts(cache, layer, mlp_input, "attn") if "_mixer_out" in label]
     rest = [(label, pos_slice.apply(_get(cache, h, "the mixer components"), dim=-2)) for label, h in mixers]
     rest += _embeds(cache, pos_slice)
     shape = heads.shape[1:]
@@ -679,23 +718,23 @@ def tokens_to_residual_directions(model, tokens) -> Tensor:
     — what TransformerLens's ``W_U[:, t]`` is on a ``fold_ln`` model. ``[d_model]``, ``[batch, d_model]`` or
     ``[batch, pos, d_model]`` for a str/int, ``[batch]`` or ``[batch, pos]`` ids."""
     ids = _token_ids(model, tokens, "tokens")
-    w_u = model.W_U
+    w_u = model.W_U.detach()
     directions = w_u[:, ids.to(w_u.device)].movedim(0, -1)
     pt = model.hook_dict.get("ln_final.hook_scale")
     gain = pt.site.norm.gain(directions) if pt is not None else None
-    return directions * gain if gain is not None else directions
+    return directions * gain.detach() if gain is not None else directions
 
 
 def final_bias_terms(model, tokens) -> Tensor:
     """The part of a token's logit that no component writes: the final norm's bias ``beta @ W_U[:, t]`` plus
     ``b_U[t]``; shaped like ``tokens``. ``logit_attrs`` of a full decomposition plus this is the logit."""
     ids = _token_ids(model, tokens, "tokens")
-    w_u = model.W_U
-    out = model.b_U[ids.to(w_u.device)]
+    w_u = model.W_U.detach()
+    out = model.b_U.detach()[ids.to(w_u.device)]
     pt = model.hook_dict.get("ln_final.hook_scale")
     beta = pt.site.norm.bias(w_u) if pt is not None else None
     if beta is not None:
-        out = out + (beta.to(w_u.dtype) @ w_u)[ids.to(w_u.device)]
+        out = out + (beta.detach().to(w_u.dtype) @ w_u)[ids.to(w_u.device)]
     return out
 
 
