@@ -7,7 +7,9 @@
 """
 
 from .cache import ActivationCache, act_name
+from . import residual
 from .config import ModelConfig
+from .dla import DLAResult, direct_logit_attribution
 from .errors import (CacheKeyError, HookError, HookFunctionError, HookNameError, HookReturnError, InputError,
                      InputTypeError, MechscopeError, ModelLoadError, TokenIdError, UnsupportedModelError,
                      WeightLayoutError)
@@ -18,7 +20,7 @@ from .model import Model, lm_loss
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationCache", "CacheKeyError", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
+    "ActivationCache", "CacheKeyError", "DLAResult", "direct_logit_attribution", "residual", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
     "HookReturnError", "InputError", "InputTypeError", "MechscopeError", "Model", "ModelConfig", "ModelLoadError",
     "TokenIdError", "UnsupportedModelError", "WeightLayoutError", "act_name", "lm_loss", "load",
 ]
