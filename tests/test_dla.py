@@ -12,7 +12,7 @@ from families import make_pair
 from mechscope import residual
 from mechscope.errors import InputError
 
-FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3"]
+FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text"]
 T, B = 17, 42  # target and baseline token ids in the tiny configs' vocabulary
 
 
@@ -134,7 +134,7 @@ def test_softcapped_logits_are_attributed_before_the_cap():
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens)
     res = mechscope.direct_logit_attribution(model, tokens, target=T, by="full")
-    pre_cap = (cache["ln_final.hook_out"][0, -1] @ model.W_U + model.b_U)[T]
+    pre_cap = (cache["ln_final.hook_out"][0, -1] @ model.W_U + model.b_U)[T].detach()
     assert abs(float(res.values.sum() + res.constant - pre_cap)) < 1e-5
     assert abs(float(res.logit - logits[0, -1, T])) > 1e-3
 

@@ -2,7 +2,7 @@
 
 Identities (float tolerance, they are sums of float terms): every decomposition sums to the residual stream it
 decomposes; logit attributions of a full decomposition plus the final norm's bias term plus b_U equal the logits.
-On LayerNorm (gpt2, gpt_neox parallel, gptj parallel with one norm) and RMSNorm (llama, gemma3 and olmo2 sandwich
+On LayerNorm (gpt2, gpt_neox parallel, gptj parallel with one norm) and RMSNorm (llama, gemma3_text and olmo2 sandwich
 norms) families, a hybrid (bamba), and the two real models.
 """
 
@@ -16,7 +16,7 @@ from families import make_pair
 from mechscope import residual
 from mechscope.errors import HookNameError, InputError, UnsupportedModelError
 
-FAMILIES = ["gpt2", "llama", "gpt_neox", "gptj", "gemma3", "olmo2", "bamba"]
+FAMILIES = ["gpt2", "llama", "gpt_neox", "gptj", "gemma3_text", "olmo2", "bamba"]
 
 
 def _close(a, b, tol=2e-5):

@@ -521,6 +521,7 @@ def get_neuron_results(cache, layer: int, neuron_slice=None, pos_slice=None,
     building the ``[..., neuron, d_model]`` tensor."""
     layer = _layer(cache, layer)
     neuron_slice, pos_slice = _slice(neuron_slice), _slice(pos_slice)
+    _layout(cache).mlp_down(layer)  # refuses blocks without neurons (mixture of experts), saying why
     _check_sum(cache, layer, "mlp")
     post = pos_slice.apply(_get(cache, f"blocks.{layer}.mlp.hook_post", "per-neuron results"), dim=-2)
     post = neuron_slice.apply(post, dim=-1)
