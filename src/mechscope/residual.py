@@ -153,8 +153,8 @@ class _Layout:
             why = ("it is a mixture of experts: each token's neurons belong to the experts it was routed to, so there "
                    "is no single layer of neurons" if fam.moe else "it has no dense MLP")
             raise UnsupportedModelError(
-                f"block {layer} of this {self.model.cfg.family} model has no per-neuron results: {why}; pass "
-                "expand_neurons=False (one component per MLP layer).")
+                f"block {layer} of this {self.model.cfg.family} model has no per-neuron results: {why}; decompose "
+                "per MLP layer instead (expand_neurons=False, or by='full' / by='layer' in direct_logit_attribution).")
         if fam.mlp_post is not None:
             raise UnsupportedModelError(
                 f"in this {self.model.cfg.family} model a norm ({fam.mlp_post}) sits between the MLP's hidden "
