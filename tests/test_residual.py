@@ -167,7 +167,7 @@ def test_missing_activations_name_the_hook_and_the_filter():
 
 @pytest.mark.parametrize("key, match", [
     ("mixtral", "mixture of experts"),                  # MoE: neurons are per expert
-    ("granite", "not the sum of hook_embed"),           # muP multipliers scale what is added
+    ("granite", "not the sum of hook_resid_pre"),       # muP multipliers scale what blocks add
     ("bitnet", "sits between the heads"),               # a norm between hook_z and o_proj
     ("openai-gpt", "post-LN"),
 ])
@@ -177,6 +177,16 @@ def test_structures_without_a_decomposition_are_refused(key, match):
     _, cache = model.run_with_cache(torch.randint(3, 100, (1, 5)))
     with pytest.raises(UnsupportedModelError, match=match):
         cache.get_full_resid_decomposition()
+
+
+@pytest.mark.parametrize("key", ["bloom", "recurrent_gemma"])
+def test_transformed_embeddings_become_what_enters_block_0(key):
+    hf, _ = make_pair(key, torch.float32)  # Bloom: LayerNorm on the embeddings; RecurrentGemma: scale outside it
+    model = mechscope.Model.from_hf(hf)
+    _, cache = model.run_with_cache(torch.randint(3, 100, (1, 5)))
+    stack, labels = cache.get_full_resid_decomposition(return_labels=True)
+    assert torch.equal(stack[labels.index("embed")], cache["resid_pre", 0])
+    _close(stack.sum(0), cache["resid_post", -1])
 
 
 def test_moe_blocks_are_one_component_each():

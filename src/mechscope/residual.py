@@ -231,8 +231,9 @@ def _post_norm(cache, layer: int, kind: str, pos_slice: Slice):
 
 def _check_additive(cache, layer: int) -> None:
     """Refuse, with the block and the size of the gap, a model whose residual stream is not the plain sum of the
-    cached components up to ``layer``: families that scale what they add (muP multipliers, Doge's residual gates),
-    normalise the embedding (Bloom) or add positions no point shows (CTRL's sinusoids). Checked once per cache on the
+    cached components up to ``layer``: families that scale or gate what blocks add (muP multipliers, Doge's residual
+    gates). Where only the embedding is transformed before block 0 (a scale, a norm, unhooked sinusoids), the
+    ``embed`` component becomes ``blocks.0.hook_resid_pre`` instead (see ``_embeds``). Checked once per cache on the
     tensors it holds; blocks whose ``hook_resid_pre``/``hook_resid_post`` were not cached are not checked."""
     done = cache.__dict__.setdefault("_additive", set())
     lay = _layout(cache)
@@ -255,8 +256,11 @@ def _check_additive(cache, layer: int) -> None:
         if l == -1:
             if "blocks.0.hook_resid_pre" in cache and lay.has_embed and "hook_embed" in cache and (
                     not lay.has_pos_embed or "hook_pos_embed" in cache):
-                gap(cache["blocks.0.hook_resid_pre"], [t for _, t in _embeds(cache, Slice())],
-                    "hook_embed and hook_pos_embed" if lay.has_pos_embed else "hook_embed", "blocks.0.hook_resid_pre")
+                try:
+                    gap(cache["blocks.0.hook_resid_pre"], [cache["hook_embed"]] + (
+                        [cache["hook_pos_embed"]] if lay.has_pos_embed else []), "", "")
+                except UnsupportedModelError:  # a scale, a norm or unhooked sinusoids between embedding and block 0
+                    cache.__dict__["_embed_is_resid_pre"] = True
         else:
             names = [h for _, h in _block_parts(cache, l + 1, False, "all") if h.startswith(f"blocks.{l}.")]
             have = [f"blocks.{l}.hook_resid_pre", f"blocks.{l}.hook_resid_post", *names]
@@ -354,7 +358,12 @@ def _block_parts(cache, layer: int, mlp_input: bool, mode: str) -> list[tuple[st
 
 
 def _embeds(cache, pos_slice: Slice) -> list[tuple[str, Tensor]]:
+    """``embed`` (and ``pos_embed``): the embedding points, or, where the family transforms them before block 0
+    (Gemma-style scales outside the module, Bloom's and nanochat's embedding norms, CTRL's unhooked sinusoids),
+    one ``embed`` component that is ``blocks.0.hook_resid_pre``, what actually enters block 0."""
     lay = _layout(cache)
+    if cache.__dict__.get("_embed_is_resid_pre"):
+        return [("embed", pos_slice.apply(cache["blocks.0.hook_resid_pre"], dim=-2))]
     out = []
     if lay.has_embed:
         out.append(("embed", pos_slice.apply(_get(cache, "hook_embed", "the embedding component"), dim=-2)))
