@@ -9,7 +9,6 @@ import torch
 
 import mechscope
 from families import make_pair
-from mechscope import residual
 from mechscope.errors import InputError
 
 FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text"]
@@ -107,6 +106,8 @@ def test_direction_and_batches():
     raw = mechscope.direct_logit_attribution(model, prompts[0], direction=u, by="layer", apply_ln=False)
     _, cache = model.run_with_cache(prompts[0])
     torch.testing.assert_close(raw.values, cache.decompose_resid(pos_slice=-1)[:, 0] @ u)
+    grid = mechscope.direct_logit_attribution(model, prompts[0], target=" four", by="head").grid()
+    assert grid.values.shape == (2, 4) and grid.row_labels == ["L0", "L1"] and grid.col_labels[-1] == "H3"
     top = by_tok.top(2)
     assert top[0].label in by_tok.labels and abs(top[0].value) >= abs(top[1].value)
     assert set(by_tok.to_dict()) >= {"labels", "values", "tokens", "logit", "constant"}

@@ -198,7 +198,7 @@ class ActivationCache(Mapping[str, Tensor]):
     def stack_neuron_results(self, layer: int, pos_slice=None, neuron_slice=None, return_labels: bool = False,
                              incl_remainder: bool = False, apply_ln: bool = False,
                              project_output_onto: Tensor | None = None):
-        """Every neuron's contribution before ``layer``: ``[layer * neuron, *batch_and_pos, d_model]`` (``L{l}N{n}``)."""
+        """Every neuron's contribution before ``layer``: ``[layer * neuron, *batch_and_pos, d_model]``, ``L{l}N{n}``."""
         return residual.stack_neuron_results(self, layer, pos_slice, neuron_slice, return_labels, incl_remainder,
                                              apply_ln, project_output_onto)
 

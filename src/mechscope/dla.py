@@ -33,6 +33,15 @@ class Attribution(NamedTuple):
     value: float
 
 
+class HeadGrid(NamedTuple):
+    """Head attributions laid out for a layer × head heatmap (``views.heatmap(values, row_labels, col_labels)``)."""
+
+    values: Tensor
+    """``[layer, head, *batch_and_pos]``; NaN where a layer has no such head (hybrids' mixer blocks)."""
+    row_labels: list[str]
+    col_labels: list[str]
+
+
 @dataclass
 class DLAResult:
     """One direct-logit-attribution run. ``values[i]`` belongs to ``labels[i]``."""
@@ -65,6 +74,19 @@ class DLAResult:
         order = (v.abs() if absolute else v).argsort(descending=True)[:k]
         return [Attribution(self.labels[i], float(v[i])) for i in order.tolist()]
 
+    def grid(self) -> HeadGrid:
+        """``by="head"`` values as ``[layer, head, ...]`` with row labels ``L{l}`` and column labels ``H{h}``."""
+        if self.by != "head":
+            raise InputError(f"grid() lays out head attributions; this result is by {self.by!r}, so call "
+                             "direct_logit_attribution(..., by='head').")
+        where = [tuple(int(x) for x in label[1:].split("H")) for label in self.labels]
+        layers = sorted({l for l, _ in where})
+        n_heads = max(h for _, h in where) + 1
+        out = torch.full((len(layers), n_heads, *self.values.shape[1:]), float("nan"), dtype=self.values.dtype)
+        for i, (l, h) in enumerate(where):
+            out[layers.index(l), h] = self.values[i]
+        return HeadGrid(out, [f"L{l}" for l in layers], [f"H{h}" for h in range(n_heads)])
+
     def to_dict(self) -> dict:
         """Plain data for JSON: labels with their values, the tokens, the target and the totals."""
         return {"target": self.target, "by": self.by, "pos": self.pos, "tokens": self.tokens, "labels": self.labels,
@@ -81,7 +103,8 @@ def _direction(model, target, baseline, direction) -> tuple[Tensor, Tensor | Non
     if direction is not None:
         if target is not None or baseline is not None:
             raise InputError("pass either target (and baseline) tokens or a direction, not both.")
-        if not isinstance(direction, Tensor) or direction.ndim not in (1, 2) or direction.shape[-1] != model.cfg.d_model:
+        d = model.cfg.d_model
+        if not isinstance(direction, Tensor) or direction.ndim not in (1, 2) or direction.shape[-1] != d:
             raise InputError(f"direction must be a tensor [d_model] or [batch, d_model] with d_model="
                              f"{model.cfg.d_model}, got {type_name(direction)}.")
         return direction, None, "a direction"
@@ -136,7 +159,8 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
     if by not in BY:
         raise InputError(f"by must be one of {', '.join(BY)}, got {by!r}.")
     if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int)):
-        raise InputTypeError(f"pos must be an int position (negative counts from the end) or None, got {type_name(pos)}.")
+        raise InputTypeError(f"pos must be an int position (negative counts from the end) or None, got "
+                             f"{type_name(pos)}.")
     u, ids, what = _direction(model, target, baseline, direction)
     names = residual.names_filter if by != "position" else (
         lambda n: residual.names_filter(n) or n.endswith(("attn.hook_pattern", "attn.hook_v")))

@@ -95,8 +95,8 @@ class _Layout:
         resid = pts.get("blocks.0.hook_resid_pre")
         if resid is not None and resid.shape[2:] != (cfg.d_model,):
             raise UnsupportedModelError(
-                f"this {cfg.family} model carries its residual stream as {resid.shape}, several stacked or concatenated "
-                "streams (hyper-connections, AltUp), not one [batch, pos, d_model] stream, so it has no single "
+                f"this {cfg.family} model carries its residual stream as {resid.shape}, several stacked or "
+                "concatenated streams (hyper-connections, AltUp), not one [batch, pos, d_model] stream, so it has no single "
                 "residual decomposition; read hook_attn_out / hook_mlp_out directly.")
         if model.family.ln_final is None:
             raise UnsupportedModelError(
@@ -194,7 +194,8 @@ def _layer(cache, layer, what: str = "layer") -> int:
     if layer is None:
         return n
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise InputTypeError(f"{what} must be an int block index (or None for the unembedding), got {type_name(layer)}.")
+        raise InputTypeError(f"{what} must be an int block index (or None for the unembedding), got "
+                             f"{type_name(layer)}.")
     layer = int(layer)
     if layer == -1:
         return n
@@ -210,7 +211,7 @@ def _slice(s) -> Slice:
 
 # --------------------------------------------------------------------------------------------- the algebra
 def _through(norm, x: Tensor, scale: Tensor | None) -> Tensor:
-    """``gain * centre(x) / scale``: a norm linearised at its cached scale (no bias), applied to ``x [..., d_model]``."""
+    """``gain * centre(x) / scale``: a norm linearised at its cached scale (no bias), on ``x [..., d_model]``."""
     if norm.centred:
         x = x - x.mean(-1, keepdim=True)
     if scale is not None:
@@ -291,7 +292,8 @@ def apply_ln_to_stack(cache, residual_stack: Tensor, layer: int | None = None, m
     if mlp_input and layer == lay.n_layers:
         raise InputError("mlp_input=True needs a block index below n_layers; the unembedding has no MLP input.")
     if not isinstance(residual_stack, Tensor):
-        raise InputTypeError(f"residual_stack must be a tensor [component, ..., d_model], got {type_name(residual_stack)}.")
+        raise InputTypeError(f"residual_stack must be a tensor [component, ..., d_model], got "
+                             f"{type_name(residual_stack)}.")
     pos_slice, batch_slice = _slice(pos_slice), _slice(batch_slice)
     if has_batch_dim:
         residual_stack = batch_slice.apply(residual_stack, dim=1)
@@ -321,8 +323,8 @@ def accumulated_resid(cache, layer: int | None = None, incl_mid: bool = False, a
     layer = _layer(cache, layer)
     pos_slice = _slice(pos_slice)
     if incl_mid and lay.parallel:
-        raise InputError(f"incl_mid=True asks for hook_resid_mid, but {lay.model.cfg.family} runs attention and the MLP "
-                         "in parallel on hook_resid_pre, so no stream exists between them; leave incl_mid=False.")
+        raise InputError(f"incl_mid=True asks for hook_resid_mid, but {lay.model.cfg.family} runs attention and the "
+                         "MLP in parallel on hook_resid_pre, so no stream exists between them; leave incl_mid=False.")
     comps, labels = [], []
     for l in range(layer + 1):
         if l == lay.n_layers:
@@ -518,7 +520,8 @@ def _neuron_weights(cache, layer: int, neuron_slice: Slice) -> tuple[Tensor, Ten
     """(neuron activations' reader ``W_out [d_mlp, d_model]``, output bias ``b_out [d_model]``) of ``layer``."""
     down = _layout(cache).mlp_down(layer)
     w = _io(down)
-    b = down.bias if getattr(down, "bias", None) is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
+    b = getattr(down, "bias", None)
+    b = b if b is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
     return neuron_slice.apply(w.detach(), dim=0), b.detach()
 
 
