@@ -127,6 +127,24 @@ def test_bad_arguments():
         mechscope.direct_logit_attribution(model, "the cat", direction=torch.zeros(5))
 
 
+def test_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    out = tmp_path / "dla.json"
+    result = CliRunner().invoke(app, ["dla", "default", "i saw one two three", "--target", " four", "--baseline",
+                                      " five", "--by", "layer", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "0_mlp_out" in result.output and "sum to" in result.output
+    data = json.loads(out.read_text())
+    assert data["labels"][0] == "embed" and len(data["values"]) == len(data["labels"])
+    bad = CliRunner().invoke(app, ["dla", "default", "the cat", "--target", " big", "--by", "heads"])
+    assert bad.exit_code == 2 and "by must be" in bad.output
+
+
 def test_softcapped_logits_are_attributed_before_the_cap():
     hf, _ = make_pair("gemma2", torch.float32)
     hf.config.final_logit_softcapping = 0.5  # strong, so the cap is visible
