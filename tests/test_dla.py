@@ -52,6 +52,33 @@ def _ablated_logit_diff(model, tokens, layer: int, head: int) -> float:
     return float(before - after)
 
 
+@torch.no_grad()
+def _ablated_source_position(model, tokens, k: int) -> float:
+    """logit[T] - logit[B] change when what every head reads from source position k (its value vectors) is removed
+    from the final stream: per layer, zero hook_v at k with the post-norm frozen, and take the change in attn_out."""
+    n = model.cfg.n_layers
+    logits, cache = model.run_with_cache(tokens)
+    delta = 0
+    for layer in model.cfg.attn_layers:
+        store, scale = {}, f"blocks.{layer}.ln1_post.hook_scale"
+
+        def zero_v(v, hook):
+            v = v.clone()
+            v[:, k] = 0
+            return v
+
+        frozen = [(scale, lambda s, hook: cache[scale])] if scale in model.hook_dict else []
+        with model.hooks([(f"blocks.{layer}.attn.hook_v", zero_v), *frozen,
+                          (f"blocks.{layer}.hook_attn_out", lambda a, hook: store.__setitem__("a", a))]):
+            model(tokens)
+        delta = delta + cache["attn_out", layer] - store["a"]
+    logits2 = model.run_with_hooks(tokens, fwd_hooks=[
+        (f"blocks.{n - 1}.hook_resid_post", lambda r, hook: r - delta),
+        ("ln_final.hook_scale", lambda s, hook: cache["ln_final.hook_scale"]),
+    ])
+    return float((logits[0, -1, T] - logits[0, -1, B]) - (logits2[0, -1, T] - logits2[0, -1, B]))
+
+
 def test_head_attribution_matches_ablation(model):
     tokens = _tokens()
     res = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="head")
@@ -82,6 +109,8 @@ def test_neurons_positions_and_heads_agree(model):
     pos = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="position")
     assert pos.values.shape == (7,)
     assert abs(float(pos.values.sum() - heads.values.sum())) < 1e-5  # every head's output split by source position
+    want = _ablated_source_position(model, tokens, 2)
+    assert abs(float(pos.values[2]) - want) < 1e-5 * max(1.0, abs(want))
     neurons = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="neuron")
     _, cache = model.run_with_cache(tokens)
     u = model.tokens_to_residual_directions(T) - model.tokens_to_residual_directions(B)
