@@ -96,8 +96,8 @@ class _Layout:
         if resid is not None and resid.shape[2:] != (cfg.d_model,):
             raise UnsupportedModelError(
                 f"this {cfg.family} model carries its residual stream as {resid.shape}, several stacked or "
-                "concatenated streams (hyper-connections, AltUp), not one [batch, pos, d_model] stream, so it has no single "
-                "residual decomposition; read hook_attn_out / hook_mlp_out directly.")
+                "concatenated streams (hyper-connections, AltUp), not one [batch, pos, d_model] stream, so it has no "
+                "single residual decomposition; read hook_attn_out / hook_mlp_out directly.")
         if model.family.ln_final is None:
             raise UnsupportedModelError(
                 f"{cfg.family} is post-LN (each block ends in a norm and there is no final norm), so the residual "
@@ -127,6 +127,10 @@ class _Layout:
     def input_norm(self, layer: int, mlp_input: bool) -> str:
         """The norm that reads the stream at ``layer`` (``n_layers``: the unembedding), as a hook prefix."""
         if layer == self.n_layers:
+            if "ln_final.hook_scale" not in self.model.hook_dict:
+                raise UnsupportedModelError(
+                    f"the final norm of this {self.model.cfg.family} model is not a plain norm (only ln_final.hook_out "
+                    "exists), so there is no cached scale to linearise it at.")
             return "ln_final"
         names = ("ln2", "ln1") if mlp_input and self.parallel else ("ln2",) if mlp_input else ("ln1",)
         for n in names:  # a parallel block with one norm for both branches (GPT-J, Phi) reads ln1 for its MLP too
@@ -272,10 +276,11 @@ def _check_additive(cache, layer: int) -> None:
 
 
 def _empty(cache, pos_slice: Slice, width: int | None = None) -> Tensor:
-    like = pos_slice.apply(next(iter(v for k, v in cache.items() if k.endswith("hook_resid_post"))), dim=-2) \
-        if any(k.endswith("hook_resid_post") for k in cache) else None
-    if like is None:
-        raise HookNameError("an empty stack needs the residual stream's shape; cache hook_resid_post.")
+    """A stack of no components, ``[0, *batch_and_pos, d_model or width]`` (TransformerLens's layer-0 case)."""
+    name = next((k for k in cache if k.endswith("hook_resid_post")), None)
+    if name is None:
+        raise HookNameError("an empty stack needs the residual stream's shape; cache a hook_resid_post.")
+    like = pos_slice.apply(cache[name], dim=-2)
     shape = like.shape if width is None else (*like.shape[:-1], width)
     return torch.zeros(0, *shape, dtype=like.dtype, device=like.device)
 
