@@ -7,20 +7,21 @@
 """
 
 from .cache import ActivationCache, act_name
-from . import residual
 from .config import ModelConfig
-from .dla import DLAResult, direct_logit_attribution
 from .errors import (CacheKeyError, HookError, HookFunctionError, HookNameError, HookReturnError, InputError,
                      InputTypeError, MechscopeError, ModelLoadError, TokenIdError, UnsupportedModelError,
                      WeightLayoutError)
 from .hooks import HookPoint
 from .loading import load
 from .model import Model, lm_loss
+from . import residual  # residual-stream algebra and direct logit attribution (issue 6)
+from .dla import DLAResult, direct_logit_attribution
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationCache", "CacheKeyError", "DLAResult", "direct_logit_attribution", "residual", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
+    "ActivationCache", "CacheKeyError", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
     "HookReturnError", "InputError", "InputTypeError", "MechscopeError", "Model", "ModelConfig", "ModelLoadError",
     "TokenIdError", "UnsupportedModelError", "WeightLayoutError", "act_name", "lm_loss", "load",
 ]
+__all__ += ["DLAResult", "direct_logit_attribution", "residual"]
