@@ -14,6 +14,8 @@ from .errors import (CacheKeyError, HookError, HookFunctionError, HookNameError,
 from .hooks import HookPoint
 from .loading import load
 from .model import Model, lm_loss
+from . import residual  # residual-stream algebra and direct logit attribution (issue 6)
+from .dla import DLAResult, direct_logit_attribution
 
 __version__ = "0.1.0"
 
@@ -22,3 +24,4 @@ __all__ = [
     "HookReturnError", "InputError", "InputTypeError", "MechscopeError", "Model", "ModelConfig", "ModelLoadError",
     "TokenIdError", "UnsupportedModelError", "WeightLayoutError", "act_name", "lm_loss", "load",
 ]
+__all__ += ["DLAResult", "direct_logit_attribution", "residual"]

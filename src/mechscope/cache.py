@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor
 
+from . import residual
 from .errors import CacheKeyError, HookNameError, InputError, InputTypeError, closest, type_name
 
 _SHORT = {
@@ -63,10 +64,12 @@ class ActivationCache(Mapping[str, Tensor]):
     hook point (see ``docs/hook-points.md``); with ``has_batch_dim`` false the leading batch axis was removed.
     """
 
-    def __init__(self, store: dict[str, Tensor], n_layers: int | None = None, has_batch_dim: bool = True):
+    def __init__(self, store: dict[str, Tensor], n_layers: int | None = None, has_batch_dim: bool = True,
+                 model=None):
         self._store = store
         self.n_layers = n_layers
         self.has_batch_dim = has_batch_dim
+        self.model = model  # the Model that made it, as in TransformerLens: the residual algebra reads its weights
 
     def _resolve(self, key) -> str:
         if isinstance(key, str):
@@ -130,7 +133,8 @@ class ActivationCache(Mapping[str, Tensor]):
             device = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise InputError(f"cannot move the cache to {device!r}: {e}; pass a device such as 'cpu' or 'cuda:0'.") from e
-        return ActivationCache({k: v.to(device) for k, v in self._store.items()}, self.n_layers, self.has_batch_dim)
+        return ActivationCache({k: v.to(device) for k, v in self._store.items()}, self.n_layers, self.has_batch_dim,
+                               self.model)
 
     def remove_batch_dim(self) -> ActivationCache:
         """Drop the leading batch axis (only for a batch of one)."""
@@ -140,7 +144,84 @@ class ActivationCache(Mapping[str, Tensor]):
         if sizes - {1}:
             raise InputError(f"remove_batch_dim needs a batch of one, but the cached batch size is "
                              f"{sorted(sizes)[-1]}; run one sequence (tokens[:1]) or index the batch yourself.")
-        return ActivationCache({k: v[0] for k, v in self._store.items()}, self.n_layers, has_batch_dim=False)
+        return ActivationCache({k: v[0] for k, v in self._store.items()}, self.n_layers, has_batch_dim=False,
+                               model=self.model)
+
+    def apply_slice_to_batch_dim(self, batch_slice) -> ActivationCache:
+        """A cache of some sequences: ``batch_slice`` is an int (drops the batch axis), a slice, a tuple
+        ``(start, stop[, step])`` or a list of indices (TransformerLens's ``Slice``)."""
+        s = residual.Slice(batch_slice)
+        if not self.has_batch_dim:
+            if s.mode != "identity":
+                raise InputError("this cache has no batch axis (remove_batch_dim was applied), so it cannot be sliced "
+                                 "by sequence.")
+            return self
+        return ActivationCache({k: s.apply(v, 0) for k, v in self._store.items()}, self.n_layers,
+                               has_batch_dim=s.mode != "int", model=self.model)
+
+    def toggle_autodiff(self, mode: bool = False) -> None:
+        """``torch.set_grad_enabled(mode)``, globally, as in TransformerLens (``torch.inference_mode`` is the local
+        alternative)."""
+        torch.set_grad_enabled(mode)
+
+    # ------------------------------------------------------------------ residual-stream algebra (residual.py)
+    def accumulated_resid(self, layer: int | None = None, incl_mid: bool = False, apply_ln: bool = False,
+                          pos_slice=None, mlp_input: bool = False, return_labels: bool = False):
+        """The stream entering each block up to ``layer``: ``[layers_covered, *batch_and_pos, d_model]``
+        (labels ``{l}_pre``, ``{l}_mid``, ``final_post``). See ``residual.accumulated_resid``."""
+        return residual.accumulated_resid(self, layer, incl_mid, apply_ln, pos_slice, mlp_input, return_labels)
+
+    def decompose_resid(self, layer: int | None = None, mlp_input: bool = False, mode: str = "all",
+                        apply_ln: bool = False, pos_slice=None, incl_embeds: bool = True, return_labels: bool = False):
+        """The stream entering ``layer`` as ``embed``, ``pos_embed``, ``{l}_attn_out``, ``{l}_mixer_out``,
+        ``{l}_mlp_out``: ``[component, *batch_and_pos, d_model]``. See ``residual.decompose_resid``."""
+        return residual.decompose_resid(self, layer, mlp_input, mode, apply_ln, pos_slice, incl_embeds, return_labels)
+
+    def compute_head_results(self) -> None:
+        """Cache ``blocks.{l}.attn.hook_result`` (``[batch, pos, head, d_model]``) from ``hook_z`` and ``W_O``."""
+        residual.compute_head_results(self)
+
+    def stack_head_results(self, layer: int = -1, return_labels: bool = False, incl_remainder: bool = False,
+                           pos_slice=None, apply_ln: bool = False):
+        """Every head's contribution before ``layer``: ``[layer * head, *batch_and_pos, d_model]`` (``L{l}H{h}``)."""
+        return residual.stack_head_results(self, layer, return_labels, incl_remainder, pos_slice, apply_ln)
+
+    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> Tensor:
+        """One activation stacked over the blocks before ``layer``: ``[layers, ...]``."""
+        return residual.stack_activation(self, activation_name, layer, sublayer_type)
+
+    def get_neuron_results(self, layer: int, neuron_slice=None, pos_slice=None,
+                           project_output_onto: Tensor | None = None) -> Tensor:
+        """Each neuron's contribution in ``layer``: ``[*batch_and_pos, neuron, d_model]`` (or projected)."""
+        return residual.get_neuron_results(self, layer, neuron_slice, pos_slice, project_output_onto)
+
+    def stack_neuron_results(self, layer: int, pos_slice=None, neuron_slice=None, return_labels: bool = False,
+                             incl_remainder: bool = False, apply_ln: bool = False,
+                             project_output_onto: Tensor | None = None):
+        """Every neuron's contribution before ``layer``: ``[layer * neuron, *batch_and_pos, d_model]``, ``L{l}N{n}``."""
+        return residual.stack_neuron_results(self, layer, pos_slice, neuron_slice, return_labels, incl_remainder,
+                                             apply_ln, project_output_onto)
+
+    def apply_ln_to_stack(self, residual_stack: Tensor, layer: int | None = None, mlp_input: bool = False,
+                          pos_slice=None, batch_slice=None, has_batch_dim: bool = True,
+                          recompute_ln: bool = False) -> Tensor:
+        """A stack as the norm reading ``layer`` sees it, at that norm's cached scale, before its weight."""
+        return residual.apply_ln_to_stack(self, residual_stack, layer, mlp_input, pos_slice, batch_slice,
+                                          has_batch_dim, recompute_ln)
+
+    def get_full_resid_decomposition(self, layer: int | None = None, mlp_input: bool = False,
+                                     expand_neurons: bool = True, apply_ln: bool = False, pos_slice=None,
+                                     return_labels: bool = False, project_output_onto: Tensor | None = None):
+        """Every head, neuron (or MLP), mixer, ``embed``, ``pos_embed`` and ``bias``: ``[component, ..., d_model]``."""
+        return residual.get_full_resid_decomposition(self, layer, mlp_input, expand_neurons, apply_ln, pos_slice,
+                                                     return_labels, project_output_onto)
+
+    def logit_attrs(self, residual_stack: Tensor, tokens, incorrect_tokens=None, pos_slice=None, batch_slice=None,
+                    has_batch_dim: bool = True) -> Tensor:
+        """Each component's direct contribution to the logit of ``tokens`` (minus ``incorrect_tokens``'):
+        ``[component, *batch_and_pos]``. See ``residual.logit_attrs``."""
+        return residual.logit_attrs(self, residual_stack, tokens, incorrect_tokens, pos_slice, batch_slice,
+                                    has_batch_dim)
 
     def __repr__(self) -> str:
         return f"ActivationCache({len(self)} tensors, {self.nbytes / 2**20:.1f} MiB)"

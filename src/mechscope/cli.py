@@ -1,4 +1,4 @@
-"""``mechscope`` command line: ``info``, ``run``, ``models`` and ``demo``."""
+"""``mechscope`` command line: ``info``, ``run``, ``models``, ``demo`` and ``dla``."""
 
 from __future__ import annotations
 
@@ -219,6 +219,41 @@ def heads(model: str = MODEL_ARG,
         with open(json_path, "w") as f:
             json.dump(out, f, indent=1)
         console.print(f"[dim]scores written to {json_path}[/dim]")
+
+# ------------------------------------------------------------------------- direct logit attribution (dla.py)
+@app.command()
+def dla(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="The prompt."),
+        target: str = typer.Option(..., help="Token whose logit is attributed (mind the leading space: ' Mary')."),
+        baseline: str = typer.Option(None, help="Attribute target's logit minus this token's."),
+        by: str = typer.Option("head", help="layer, head, neuron, full or position."),
+        pos: int = typer.Option(-1, help="Position attributed (negative counts from the end)."),
+        top: int = typer.Option(10, help="How many components to show."),
+        json_path: str = typer.Option(None, "--json", help="Also write every label and value to this JSON file.")):
+    """Direct logit attribution: what each head, layer, neuron or source position writes into a logit."""
+    import json
+
+    import mechscope
+
+    m = _load(model)
+    try:
+        res = mechscope.direct_logit_attribution(m, prompt, target=target, baseline=baseline, by=by, pos=pos)
+        shown = res.top(top)
+    except mechscope.MechscopeError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    console.print(f"{res.target} = {float(res.logit):.3f}; direct attribution by {by}:")
+    t = Table()
+    t.add_column(by)
+    t.add_column("attribution", justify="right")
+    for label, value in shown:
+        t.add_row(label, f"{value:+.3f}")
+    console.print(t)
+    if by in ("layer", "full"):
+        console.print(f"[dim]components sum to {float(res.values.sum()):.3f}; the final norm's bias and b_U add "
+                      f"{float(res.constant):.3f}[/dim]")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(res.to_dict(), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -502,7 +502,7 @@ class Model:
             out, tokens, mask = self._run(input, **kwargs)
             if incl_bwd:
                 _backward(metric, out, tokens, mask)
-        cache = ActivationCache(store, self.cfg.n_layers)
+        cache = ActivationCache(store, self.cfg.n_layers, model=self)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
         return _output(out, tokens, mask, return_type, kwargs.get("stop_at_layer") is not None), cache
@@ -594,6 +594,13 @@ class Model:
         """Unembedding bias, ``[d_vocab]`` (zeros if none)."""
         head = self.hf_model.get_submodule(self.family.unembed)
         return head.bias if head.bias is not None else torch.zeros(self.cfg.d_vocab, dtype=self.cfg.dtype, device=self.cfg.device)
+
+    def tokens_to_residual_directions(self, tokens) -> Tensor:
+        """``gain * W_U[:, t]``: a token's direction in the final-normalised stream (TransformerLens's ``W_U[:, t]`` on a
+        ``fold_ln`` model); ``[d_model]``, ``[batch, d_model]`` or ``[batch, pos, d_model]``. See ``mechscope.residual``."""
+        from .residual import tokens_to_residual_directions
+
+        return tokens_to_residual_directions(self, tokens)
 
     W_Q = property(lambda self: weights.qkv_weights(self, 0)[0], doc="``[layer, head, d_model, d_head]``")
     W_K = property(lambda self: weights.qkv_weights(self, 1)[0], doc="``[layer, kv_head, d_model, d_head]``")
