@@ -220,6 +220,7 @@ def heads(model: str = MODEL_ARG,
             json.dump(out, f, indent=1)
         console.print(f"[dim]scores written to {json_path}[/dim]")
 
+
 # ------------------------------------------------------------------------- direct logit attribution (dla.py)
 @app.command()
 def dla(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="The prompt."),
