@@ -8,9 +8,11 @@
     tuned.run("The capital of France is")
 """
 
+from .evaluate import LensEval, evaluate
 from .logit import LensResult, LogitLens, layer_labels, logit_lens, resid_names, run_lens
 from .tuned import TunedLens, TunedLensConfig
+from .train import TrainConfig, train
 from .unembed import Unembed
 
-__all__ = ["LensResult", "LogitLens", "TunedLens", "TunedLensConfig", "Unembed", "layer_labels", "logit_lens",
+__all__ = ["LensEval", "LensResult", "TrainConfig", "evaluate", "train", "LogitLens", "TunedLens", "TunedLensConfig", "Unembed", "layer_labels", "logit_lens",
            "resid_names", "run_lens"]
