@@ -208,10 +208,10 @@ def lens_show(model: str = typer.Argument(..., help=MODEL_HELP), prompt: str = t
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     t = Table(title=f"{res.lens} lens: top token and probability per layer (rows) and position (columns)")
-    t.add_column("layer", no_wrap=True)
+    t.add_column("layer", no_wrap=True, min_width=max(map(len, res.layer_labels)))
     for tok in res.tokens[0]:
-        t.add_column(repr(tok)[1:-1] or "·", no_wrap=True)
-    t.add_column("mean KL", justify="right")
+        t.add_column(repr(tok)[1:-1] or "·", overflow="fold")
+    t.add_column("mean KL", justify="right", no_wrap=True, min_width=7)
     for l, label in enumerate(res.layer_labels):
         cells = [f"{repr(s[0])[1:-1]} {float(p):.2f}" for s, p in zip(res.top_strings[l][0], res.top_probs[l, 0, :, 0])]
         t.add_row(label, *cells, f"{float(res.kl[l, 0].mean()):.2f}")

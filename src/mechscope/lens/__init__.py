@@ -8,10 +8,10 @@
     tuned.run("The capital of France is")
 """
 
-from .evaluate import LensEval, evaluate
+from .evaluation import LensEval, evaluate
 from .logit import LensResult, LogitLens, layer_labels, logit_lens, resid_names, run_lens
 from .tuned import TunedLens, TunedLensConfig
-from .train import TrainConfig, train
+from .training import TrainConfig, train
 from .unembed import Unembed
 
 __all__ = ["LensEval", "LensResult", "TrainConfig", "evaluate", "train", "LogitLens", "TunedLens", "TunedLensConfig", "Unembed", "layer_labels", "logit_lens",

@@ -191,10 +191,12 @@ def hidden_states(model, input, **kwargs) -> tuple[Tensor, list[Tensor], Tensor,
     each ``(batch, pos, d_model)``, with the model's logits ``(batch, pos, d_vocab)``, token ids and mask."""
     names = resid_names(model.cfg.n_layers)
     batch = model._batch(input, kwargs.pop("prepend_bos", None), kwargs.pop("padding_side", None))
+    mask = kwargs.pop("attention_mask", None)
+    if mask is None:
+        mask = batch.attention_mask
     with torch.no_grad():
-        logits, cache = model.run_with_cache(batch.tokens, names_filter=names,
-                                             attention_mask=batch.attention_mask, **kwargs)
-    mask = batch.attention_mask.bool() if batch.attention_mask is not None else torch.ones_like(batch.tokens, dtype=torch.bool)
+        logits, cache = model.run_with_cache(batch.tokens, names_filter=names, attention_mask=mask, **kwargs)
+    mask = mask.bool() if mask is not None else torch.ones_like(batch.tokens, dtype=torch.bool)
     return logits, [cache[n] for n in names], batch.tokens, mask
 
 

@@ -16,9 +16,19 @@ import warnings
 
 import torch
 from torch import Tensor, nn
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from ..errors import InputError
+
+
+class _StackOutput(BaseModelOutputWithPastAndCrossAttentions):
+    """The stand-in decoder's output: the last hidden state, and None for any other field a head reads from it
+    (caches, attentions, a multimodal wrapper's image states)."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
 
 
 class Unembed:
@@ -61,7 +71,7 @@ class Unembed:
         saved = stack.__dict__.get("forward")  # accelerate keeps its device-moving wrapper here
 
         def stand_in(*args, **kwargs):
-            return BaseModelOutputWithPast(last_hidden_state=normed)
+            return _StackOutput(last_hidden_state=normed)
 
         stack.forward = stand_in
         ids = torch.zeros(normed.shape[:2], dtype=torch.long, device=self.model.input_device)
