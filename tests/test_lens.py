@@ -245,8 +245,7 @@ def test_real_model_final_layer_exact(name):
     if not MODELS[name].installed():
         pytest.skip(f"{name} needs its package: {MODELS[name].pip}")
     m = mechscope.load(name)
-    res = logit_lens(m, ["The capital of France is", "When Mary and John went to the store, John gave a drink to"],
-                     targets=[" Paris", " Mary"])
+    res = logit_lens(m, "When Mary and John went to the store, John gave a drink to", targets=[" Mary", " John"])
     assert res.exact_final
-    assert res.top_strings[-1][0][-1][0] == " Paris" and res.target_ranks[-1, 0, -1, 0] == 1
+    assert res.top_strings[-1][0][-1][0] == " Mary" and res.target_ranks[-1, 0, -1, 0] == 1
     assert res.kl[: m.cfg.n_layers // 2, 0, 1:].mean() > res.kl[-2, 0, 1:].mean()  # later layers are closer

@@ -214,7 +214,8 @@ def run_lens(lens, input, *, k: int = 5, targets=None, max_bytes: int = DEFAULT_
     tids, tstrings = target_ids(model, targets)
     logits, states, tokens, mask = hidden_states(model, input, **kwargs)
     b, p = tokens.shape
-    rows = max(1, min(b, int(max_bytes // max(1, p * n_vocab * 4 * 4))))
+    per_row = max(1, p * n_vocab * 4 * 4)  # float32 logits, log-probs and temporaries of one prompt
+    rows = max(1, min(b, int(max_bytes // per_row)))
     n_states = len(states)
     out = {name: [] for name in ("top_probs", "top_indices", "kl", "entropy", "target_probs", "target_ranks")}
     exact = True
@@ -225,8 +226,7 @@ def run_lens(lens, input, *, k: int = 5, targets=None, max_bytes: int = DEFAULT_
             final_logp = final.float().log_softmax(-1)
             final_p = final_logp.exp()
             chunk = {name: [] for name in out}
-            for idx, h in enumerate(states):
-                z = lens.forward(h[sl], idx)
+            for idx, z in _lens_logits(lens, [h[sl] for h in states], max_bytes // per_row):
                 if idx == n_states - 1:
                     exact = exact and torch.equal(z, final)
                 logp = z.float().log_softmax(-1)
@@ -252,6 +252,26 @@ def run_lens(lens, input, *, k: int = 5, targets=None, max_bytes: int = DEFAULT_
         target_ids=tids, target_probs=res["target_probs"], target_ranks=res["target_ranks"], exact_final=bool(exact),
         target_strings=tstrings,
     )
+
+
+def _lens_logits(lens, states: list[Tensor], rows_budget: int):
+    """``(idx, logits)`` for each hidden state. Where the lens exposes ``transform_hidden`` and ``unembed`` (as
+    tuned-lens's lenses and mechscope's do), several intermediate states go through the head in one call, so a
+    big unembedding (Gemma 3: 671 MB in float32) is read from memory once per group rather than once per layer;
+    the final state always goes alone, in the model's own batch shape, so it reproduces the model's logits."""
+    n = len(states)
+    rows = states[0].shape[0]
+    group = max(1, rows_budget // max(1, rows)) if hasattr(lens, "transform_hidden") and hasattr(lens, "unembed") else 1
+    for start in range(0, n - 1, group):
+        idxs = range(start, min(start + group, n - 1))
+        if group == 1:
+            yield start, lens.forward(states[start], start)
+            continue
+        z = lens.unembed(torch.cat([lens.transform_hidden(states[i], i) for i in idxs]))
+        for j, i in enumerate(idxs):
+            yield i, z[j * rows:(j + 1) * rows]
+        del z
+    yield n - 1, lens.forward(states[n - 1], n - 1)
 
 
 def _str_tokens(model, tokens: Tensor) -> list[list[str]]:
