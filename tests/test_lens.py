@@ -18,9 +18,11 @@ from mechscope.lens import LogitLens, TrainConfig, TunedLens, evaluate, layer_la
 from mechscope.lens.data import split
 from mechscope.lens.training import CHECKPOINT
 
-FAMILIES = ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "olmo2", "cohere", "granite", "nanochat"]
+FAMILIES = ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "olmo2", "cohere", "granite", "nanochat", "opt",
+            "qwen4_exp_text"]
 """gemma2/nanochat soft-cap the final logits, cohere multiplies them by logit_scale, granite divides by
-logits_scaling; gpt_neox has parallel blocks; gemma2/3 and olmo2 have sandwich norms."""
+logits_scaling; gpt_neox has parallel blocks; gemma2/3 and olmo2 have sandwich norms; OPT's head calls
+model.decoder, not model; Qwen4-exp's final-norm module combines its concatenated hyper-connection streams."""
 TOKENS = torch.tensor([[1, 5, 9, 17, 33, 2, 60, 7], [1, 8, 8, 8, 40, 41, 42, 43]])
 STORIES = "data/tinystories-656k-samples/samples.jsonl"
 runner = CliRunner()
@@ -91,6 +93,12 @@ def test_chunked_equals_whole_and_padding_is_masked():
     assert padded.mask[1].tolist() == [False] * 3 + [True] * 5
     assert torch.equal(padded.top_indices[:, 1, 3:], alone.top_indices[:, 0])
     torch.testing.assert_close(padded.kl[:, 1, 3:], alone.kl[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_multi_stream_residual_is_refused():
+    m = _model("hy_v4")  # hyper-connections: (batch, pos, stream, d_model), combined before the final norm
+    with pytest.raises(mechscope.UnsupportedModelError, match="several streams"):
+        logit_lens(m, TOKENS)
 
 
 def test_bad_lens_input_is_refused():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..errors import InputError, InputTypeError, type_name
+from ..errors import InputError, InputTypeError, UnsupportedModelError, type_name
 from .unembed import Unembed
 
 DEFAULT_MAX_BYTES = 1 << 29
@@ -197,7 +197,14 @@ def hidden_states(model, input, **kwargs) -> tuple[Tensor, list[Tensor], Tensor,
     with torch.no_grad():
         logits, cache = model.run_with_cache(batch.tokens, names_filter=names, attention_mask=mask, **kwargs)
     mask = mask.bool() if mask is not None else torch.ones_like(batch.tokens, dtype=torch.bool)
-    return logits, [cache[n] for n in names], batch.tokens, mask
+    states = [cache[n] for n in names]
+    shape = tuple(states[-1].shape)
+    if len(shape) != 3:  # Qwen4-exp's concatenated streams pass: its final-norm module is the mixer that combines them
+        raise UnsupportedModelError(
+            f"this {model.cfg.family} model's residual stream is {shape}, not (batch, pos, d_model): it carries "
+            "several streams (hyper-connections) that the model combines before its final norm, so no "
+            "single stream can be read through the norm and unembedding; a lens is not defined for it.")
+    return logits, states, batch.tokens, mask
 
 
 def run_lens(lens, input, *, k: int = 5, targets=None, max_bytes: int = DEFAULT_MAX_BYTES, **kwargs) -> LensResult:

@@ -118,6 +118,9 @@ class TunedLens(nn.Module):
         if idx == len(self.layer_translators):
             return h
         t = self.layer_translators[idx]
+        if h.shape[-1] != self.config.d_model:
+            raise InputError(f"hidden state {idx} is {h.shape[-1]} wide but this tuned lens's translators are "
+                             f"{self.config.d_model} wide (its d_model); pass the residual stream of its model.")
         x = h.to(t.weight.dtype)
         return (x + t(x)).to(h.dtype)
 
@@ -216,6 +219,9 @@ def atomic_write(target: Path, write) -> None:
     ``target``: a crash leaves the old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make a shared lens folder unreadable to others
     try:
         write(tmp)
         os.replace(tmp, target)

@@ -43,9 +43,10 @@ class Unembed:
         fam = model.family
         hf = model.hf_model
         self.norm: nn.Module | None = hf.get_submodule(fam.ln_final) if fam.ln_final else None
-        self.stack: nn.Module = hf.get_submodule(fam.layers.split(".")[0])  # the decoder the head calls
+        parts = fam.layers.split(".")[:-1]  # the modules holding the block list: one of them is what the head calls
+        self.stacks: list[nn.Module] = [hf.get_submodule(".".join(parts[:i])) for i in range(1, len(parts) + 1)]
         self.head: nn.Module = hf.get_submodule(fam.unembed)
-        self.replays_head = self.stack is not hf
+        self.replays_head = bool(self.stacks)
         """Whether the causal LM's own head code runs (True for every ``*ForCausalLM``); False: only ``lm_head``."""
 
     @property
@@ -67,16 +68,23 @@ class Unembed:
         return self._replay(normed)
 
     def _replay(self, normed: Tensor) -> Tensor:
-        hf, stack = self.model.hf_model, self.stack
-        saved = stack.__dict__.get("forward")  # accelerate keeps its device-moving wrapper here
+        hf = self.model.hf_model
+        saved = [st.__dict__.get("forward") for st in self.stacks]  # accelerate keeps its device wrapper there
+        called = []
 
         def stand_in(*args, **kwargs):
+            called.append(True)
             return _StackOutput(last_hidden_state=normed)
 
-        stack.forward = stand_in
+        # every module on the path to the blocks is replaced: whichever the head calls (OPT's head calls
+        # model.decoder, most call model, multimodal wrappers call the outer model) returns the lens's state
+        for st in self.stacks:
+            st.forward = stand_in
         ids = torch.zeros(normed.shape[:2], dtype=torch.long, device=self.model.input_device)
         try:
             out = hf(input_ids=ids, use_cache=False)
+            if not called:
+                raise RuntimeError("the head never called the decoder stack")
         except Exception as e:  # noqa: BLE001 - a head that needs more of the stack's output than its last state
             warnings.warn(f"{type(hf).__name__}'s head could not run on a replaced decoder output ({e}); the lens "
                           "uses ln_final and lm_head only, without any logit scaling or soft-capping after them.",
@@ -84,8 +92,9 @@ class Unembed:
             self.replays_head = False
             return self.head(normed)
         finally:
-            if saved is None:
-                stack.__dict__.pop("forward", None)
-            else:
-                stack.forward = saved
+            for st, fwd in zip(self.stacks, saved):
+                if fwd is None:
+                    st.__dict__.pop("forward", None)
+                else:
+                    st.forward = fwd
         return out.logits
