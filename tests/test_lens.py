@@ -16,7 +16,6 @@ from families import make_pair
 from mechscope.cli import app
 from mechscope.lens import LogitLens, TrainConfig, TunedLens, evaluate, layer_labels, logit_lens, resid_names, train
 from mechscope.lens.data import split
-from mechscope.lens.training import CHECKPOINT
 
 FAMILIES = ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "olmo2", "cohere", "granite", "nanochat", "opt",
             "qwen4_exp_text"]
@@ -109,6 +108,8 @@ def test_bad_lens_input_is_refused():
         logit_lens(m, TOKENS, targets=[10_000])
     with pytest.raises(mechscope.InputTypeError, match="token string"):
         logit_lens(m, TOKENS, targets=[1.5])
+    with pytest.raises(mechscope.InputError, match="max_bytes"):
+        logit_lens(m, TOKENS, max_bytes=0)
     with pytest.raises(mechscope.InputError, match="prompt index"):
         logit_lens(m, TOKENS).view_args(batch=5)
 
@@ -212,6 +213,7 @@ def test_resumed_training_equals_unbroken(tinystories, shared, tmp_path, monkeyp
     resumed = train(tinystories, data, tmp_path / "b", cfg, resume=True, show_progress=False)
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+    assert (tmp_path / "b" / lens_train.CHECKPOINT).is_file()
 
 
 @pytest.mark.shared

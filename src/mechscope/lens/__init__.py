@@ -14,5 +14,5 @@ from .tuned import TunedLens, TunedLensConfig
 from .training import TrainConfig, train
 from .unembed import Unembed
 
-__all__ = ["LensEval", "LensResult", "TrainConfig", "evaluate", "train", "LogitLens", "TunedLens", "TunedLensConfig", "Unembed", "layer_labels", "logit_lens",
-           "resid_names", "run_lens"]
+__all__ = ["LensEval", "LensResult", "LogitLens", "TrainConfig", "TunedLens", "TunedLensConfig", "Unembed", "evaluate",
+           "layer_labels", "logit_lens", "resid_names", "run_lens", "train"]

@@ -218,6 +218,8 @@ def run_lens(lens, input, *, k: int = 5, targets=None, max_bytes: int = DEFAULT_
     model = lens.model
     n_vocab = model.cfg.d_vocab
     k = _check_k(k, n_vocab)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise InputError(f"max_bytes (working memory for the lens's logits) must be a positive int, got {max_bytes!r}.")
     tids, tstrings = target_ids(model, targets)
     logits, states, tokens, mask = hidden_states(model, input, **kwargs)
     b, p = tokens.shape
