@@ -45,6 +45,18 @@ def test_final_layer_is_the_models_logits(key):
     assert res.layer_labels == layer_labels(m.cfg.n_layers) and res.kl.shape == (m.cfg.n_layers + 1, 2, 8)
 
 
+@pytest.mark.parametrize("key", ["llama", "gemma2"])
+def test_bfloat16_models(key):
+    """float32 translators on a bf16 model: the lens casts back to the model's dtype before its head."""
+    m = _model(key, torch.bfloat16)
+    tuned = TunedLens.from_model(m)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.normal_(0, 0.01)
+    for res in (logit_lens(m, TOKENS), tuned.run(TOKENS)):
+        assert res.exact_final and res.kl.dtype == torch.float32 and torch.isfinite(res.kl).all()
+
+
 def test_head_after_lm_head_is_applied():
     """Gemma 2's soft-capping of the final logits is part of what the lens reads at every layer."""
     m = _model("gemma2")
