@@ -21,8 +21,11 @@ from torch import Tensor
 from ..errors import InputError, InputTypeError, type_name
 from .runner import EmbeddingRunner
 
+AUTO_TOKENS = (" the", "the", " .", ".", " ,", ",")
+"""``baseline="auto"`` (the default) uses the first of these the tokenizer keeps as one token."""
+
 BaselineSpec = str | int | Tensor
-"""``"zeros"``; ``"pad"`` (the tokenizer's pad token); a token string (``" the"``) or id; a tensor ``(d_model,)``
+"""``"auto"`` (an ordinary frequent token, see ``auto_token``); ``"zeros"``; ``"mean"`` (the mean embedding over the vocabulary); ``"pad"`` (the tokenizer's pad token); a token string (``" the"``) or id; a tensor ``(d_model,)``
 used at every attributed position, or ``(pos, d_model)``."""
 
 
@@ -63,8 +66,15 @@ def _baseline_embeds(runner: EmbeddingRunner, baseline: BaselineSpec) -> tuple[T
             return b.reshape(x.shape), f"tensor (pos, d_model)"
         raise InputError(f"a baseline tensor must be (d_model,) = ({x.shape[-1]},) or (pos, d_model) = "
                          f"{tuple(x.shape[1:])} for this prompt, got {tuple(b.shape)}.")
+    if baseline == "auto":
+        token = auto_token(model)
+        if token is None:
+            return torch.zeros_like(x), "zeros (auto: no tokenizer or no ordinary token found)"
+        return runner.embed(torch.full_like(runner.tokens, token)), f"token {model.to_string([token])!r} (auto)"
     if baseline == "zeros":
         return torch.zeros_like(x), "zeros"
+    if baseline == "mean":
+        return mean_embedding(runner).expand_as(x), "mean embedding"
     if baseline == "pad":
         pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
         if pad is None:
@@ -83,3 +93,35 @@ def _baseline_embeds(runner: EmbeddingRunner, baseline: BaselineSpec) -> tuple[T
         raise InputTypeError(f"baseline must be 'zeros', 'pad', a token string or id, or a tensor (d_model,) or "
                              f"(pos, d_model), got {type_name(baseline)}.")
     return runner.embed(torch.full_like(runner.tokens, token)), name
+
+
+def auto_token(model) -> int | None:
+    """The default baseline token: the first of ``AUTO_TOKENS`` that is a single ordinary token, or None.
+
+    Why not zeros (Captum's default): on RMSNorm models ``f(α x)`` is nearly constant down to tiny ``α`` and then
+    falls off a cliff (the norm divides by ``sqrt(α² ms + eps)``), and from zeros, the pad token or the mean
+    embedding the path crosses off-distribution inputs where the target swings by many logits; integrated
+    gradients' completeness delta then stays far above 5% even at 512 steps on SmolLM2-135M, while from an
+    ordinary token's embedding it is under 1% at 64 (docs/attribution.md)."""
+    tok = model.tokenizer
+    if tok is None:
+        return None
+    for text in AUTO_TOKENS:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] not in tok.all_special_ids and ids[0] < model.cfg.d_vocab:
+            return ids[0]
+    return None
+
+
+def mean_embedding(runner: EmbeddingRunner, chunk: int = 8192) -> Tensor:
+    """The mean of ``hook_embed`` over the whole vocabulary, ``(d_model,)``: the family's embedding module (whose
+    output ``hook_embed`` is) called on every id, ``chunk`` ids at a time, summed in float64."""
+    model = runner.model
+    module = model.hf_model.get_submodule(model.family.embed)
+    n = model._n_ids()
+    total = torch.zeros(runner.embeds.shape[-1], dtype=torch.float64, device=runner.embeds.device)
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            ids = torch.arange(start, min(start + chunk, n), device=model.input_device)[:, None]
+            total += module(ids)[:, 0].double().sum(0).to(total.device)
+    return (total / n).to(runner.embeds.dtype)

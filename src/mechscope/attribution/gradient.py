@@ -57,7 +57,7 @@ def grad_x_input(model, input, target: TargetSpec = None, *, position: int = -1,
     return build(runner.model, runner.tokens, runner.target, "grad_x_input", positions, a.sum(-1), dim_scores=a.cpu(), value=float(value[0]))
 
 
-def integrated_gradients(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "zeros",
+def integrated_gradients(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "auto",
                          n_steps: int = IG_STEPS, method: Integration = "gausslegendre", batch_size: int = 16,
                          position: int = -1, include_bos: bool = False) -> Attribution:
     """Integrated gradients from ``baseline`` to the prompt's embeddings; ``delta`` reports completeness.

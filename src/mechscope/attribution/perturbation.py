@@ -22,11 +22,12 @@ from .runner import masked_values, prepare
 from .target import TargetSpec
 
 
-def occlusion(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "zeros", window: int = 1,
+def occlusion(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "auto", window: int = 1,
               stride: int = 1, batch_size: int = 16, position: int = -1, include_bos: bool = False) -> Attribution:
     """Occlusion (Zeiler & Fergus 2014) over tokens: slide a window of ``window`` attributed tokens by ``stride``,
     replace them by the baseline, and give each token the mean of ``f(x) - f(occluded)`` over the windows that
-    cover it (Captum's ``Occlusion``); a token no window covers gets 0."""
+    cover it (Captum's ``Occlusion``: windows start at 0, stride, 2·stride, ... until one reaches the end, the
+    last possibly cut short, so every token is covered)."""
     for name, v in (("window", window), ("stride", stride)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InputError(f"{name} must be a positive int (tokens), got {type_name(v)}.")
@@ -35,7 +36,7 @@ def occlusion(model, input, target: TargetSpec = None, *, baseline: BaselineSpec
     n = len(s.positions)
     if window > n:
         raise InputError(f"window={window} is longer than the {n} attributed tokens; pass window <= {n}.")
-    starts = range(0, n - window + 1, stride)
+    starts = range(0, -(-(n - window) // stride) * stride + 1, stride)  # as Captum: the last window may be cut short
     masks = torch.ones(len(starts) + 1, n, dtype=torch.bool)  # row 0: the real input
     for row, start in enumerate(starts, 1):
         masks[row, start:start + window] = False
@@ -45,12 +46,12 @@ def occlusion(model, input, target: TargetSpec = None, *, baseline: BaselineSpec
     for row, start in enumerate(starts):
         total[start:start + window] += drop[row]
         count[start:start + window] += 1
-    scores = torch.where(count > 0, total / count.clamp(min=1), 0.0)
+    scores = total / count
     return build(runner.model, runner.tokens, runner.target, "occlusion", s.positions, scores, value=float(f[0]),
                  params={"baseline": s.baseline_name, "window": window, "stride": stride})
 
 
-def shapley_values(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "zeros",
+def shapley_values(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "auto",
                    n_samples: int = 25, seed: int = 0, batch_size: int = 16, position: int = -1,
                    include_bos: bool = False) -> Attribution:
     """Shapley values of the tokens (Castro et al. 2009 sampling, Captum's ``ShapleyValueSampling``): for each of
@@ -88,7 +89,7 @@ def shapley_values(model, input, target: TargetSpec = None, *, baseline: Baselin
                                       "seed": None if exact else seed})
 
 
-def lime(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "zeros", n_samples: int = 200,
+def lime(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "auto", n_samples: int = 200,
          kernel_width: float = 0.25, alpha: float = 1.0, seed: int = 0, masks: Tensor | None = None,
          batch_size: int = 16, position: int = -1, include_bos: bool = False) -> Attribution:
     """LIME (Ribeiro et al. 2016) over tokens: fit a weighted ridge regression of the target on which tokens are
