@@ -54,7 +54,8 @@ def test_grad_x_input_and_saliency_match_autograd(model):
     torch.testing.assert_close(sal.dim_scores, g[0].abs(), rtol=1e-4, atol=1e-6)
     signed = saliency(model, TOKENS, TOKEN, abs=False)
     torch.testing.assert_close(signed.dim_scores, g[0], rtol=1e-4, atol=1e-6)
-    assert gxi.positions == list(range(6)) and gxi.value == pytest.approx(float(hf_f(model, e.detach())[0]), rel=1e-5)
+    with torch.no_grad():
+        assert gxi.positions == list(range(6)) and gxi.value == pytest.approx(float(hf_f(model, e)[0]), rel=1e-5)
 
 
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid", "riemann_middle"])
@@ -276,3 +277,47 @@ def test_bad_input(llama):
         attribute(llama, TOKENS.expand(2, -1), TOKEN)
     with pytest.raises(InputTypeError, match="target must be"):
         attribute(llama, TOKENS, 1.5)
+
+
+@pytest.mark.real_models
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_ig_defaults_keep_delta_under_5_percent_on_real_models(name):
+    from mechscope.zoo import MODELS
+
+    if not MODELS[name].installed():
+        pytest.skip(f"{name} needs its package: {MODELS[name].pip}")
+    model = mechscope.load(name)
+    ig = integrated_gradients(model, "The capital of France is", " Paris")  # defaults: auto baseline, IG_STEPS
+    assert ig.delta < 0.05, ig
+    assert ig.tokens == ["The", " capital", " of", " France", " is"]  # BOS kept, not attributed
+    assert abs(float(ig.scores.sum()) - (ig.value - ig.baseline_value)) <= ig.delta * abs(ig.value - ig.baseline_value) + 1e-4
+
+
+def test_runner_is_a_captum_forward_func(llama):
+    captum = pytest.importorskip("captum.attr")
+    from mechscope.attribution import prepare
+
+    r = prepare(llama, TOKENS, TOKEN)
+    ref = captum.InputXGradient(r).attribute(r.embeds.clone().requires_grad_(True))
+    torch.testing.assert_close(ref[0].detach(), grad_x_input(llama, TOKENS, TOKEN).dim_scores)
+
+
+@pytest.mark.parametrize("method", ["ig", "rollout"])
+def test_cli_attribute_prints_a_table_and_writes_json(shared, tmp_path, method):
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    path = tmp_path / "out.json"
+    model = str(shared / "models" / "TinyStories-656K")
+    args = ["attribute", model, "Once upon a time there was a cat", "--method", method, "--steps", "8",
+            "--json", str(path)]
+    if method == "rollout":
+        args.remove("--steps"), args.remove("8")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    assert data["method"] == method and len(data["scores"]) == len(data["prompt_tokens"]) - 1  # BOS not attributed
+    assert (data["delta"] is not None) == (method == "ig") and "score" in data["tokens"][0]
+    bad = CliRunner().invoke(app, ["attribute", model, "a cat", "--method", "nope"])
+    assert bad.exit_code == 2 and "unknown attribution method" in bad.output

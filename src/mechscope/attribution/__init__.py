@@ -18,6 +18,7 @@ from .gradient import IG_STEPS, grad_x_input, integrated_gradients, quadrature, 
 from .perturbation import lime, occlusion, shapley_values
 from .result import Attribution, TokenScore
 from .rollout import attention_rollout, rollout_matrix
+from .runner import EmbeddingRunner, prepare
 from .target import LogitDiff, Loss, Metric, Target, TargetSpec, TokenLogit, as_target
 
 Method = Literal["saliency", "grad_x_input", "ig", "occlusion", "shapley", "lime", "rollout"]
@@ -56,5 +57,6 @@ def attribute(model, input, target: TargetSpec = None, *, method: Method = "ig",
 __all__ = [
     "Attribution", "TokenScore", "Target", "TokenLogit", "LogitDiff", "Loss", "Metric", "as_target",
     "attribute", "saliency", "grad_x_input", "integrated_gradients", "occlusion", "shapley_values", "lime",
-    "attention_rollout", "rollout_matrix", "quadrature", "METHODS", "IG_STEPS", "BaselineSpec",
+    "attention_rollout", "rollout_matrix", "quadrature", "METHODS", "IG_STEPS", "BaselineSpec", "EmbeddingRunner",
+    "prepare",
 ]

@@ -72,9 +72,13 @@ class EmbeddingRunner:
                 (g,) = torch.autograd.grad(v.sum(), x)
             yield v.detach(), g
 
+    def __call__(self, embeds: Tensor) -> Tensor:
+        """``f(embeds (n, pos, d_model)) -> (n,)``, differentiable: a ``forward_func`` for any Captum method
+        (``captum.attr.NoiseTunnel(Saliency(runner)).attribute(runner.embeds, ...)``)."""
+        return self._target(embeds)
+
     def _target(self, embeds: Tensor) -> Tensor:
-        v = self.target(self.logits(embeds), self.tokens.expand(embeds.shape[0], -1), self.offset)
-        return v
+        return self.target(self.logits(embeds), self.tokens.expand(embeds.shape[0], -1), self.offset)
 
 
 def check_input(model, input) -> Tensor:
@@ -93,8 +97,10 @@ def check_input(model, input) -> Tensor:
                          f"{type_name(input)}.")
 
 
-def prepare(model, input, target, position: int = -1, batch_size: int = 16) -> EmbeddingRunner:
-    """The runner for one prompt and target (see ``target.as_target`` for what ``target`` may be)."""
+def prepare(model, input, target=None, position: int = -1, batch_size: int = 16) -> EmbeddingRunner:
+    """The runner for one prompt and target (see ``target.as_target`` for what ``target`` may be): the model as a
+    function of the prompt's embeddings, ``runner(embeds)``, with ``runner.embeds (1, pos, d_model)``; hand it to
+    Captum's methods as their ``forward_func``."""
     from .target import as_target
 
     tokens = check_input(model, input)
