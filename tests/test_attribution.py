@@ -18,7 +18,7 @@ import torch
 
 import mechscope
 from families import make_pair
-from mechscope.attribution import (LogitDiff, Loss, Metric, TokenLogit, attention_rollout, attribute, grad_x_input,
+from mechscope.attribution import (Loss, Metric, TokenLogit, attention_rollout, attribute, grad_x_input,
                                    integrated_gradients, lime, occlusion, quadrature, saliency, shapley_values)
 from mechscope.errors import InputError, InputTypeError
 

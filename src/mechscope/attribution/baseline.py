@@ -61,9 +61,9 @@ def _baseline_embeds(runner: EmbeddingRunner, baseline: BaselineSpec) -> tuple[T
     if isinstance(baseline, Tensor):
         b = baseline.detach()
         if b.shape == x.shape[-1:]:
-            return b.expand_as(x), f"tensor (d_model,)"
+            return b.expand_as(x), "tensor (d_model,)"
         if b.shape in (x.shape[1:], x.shape):
-            return b.reshape(x.shape), f"tensor (pos, d_model)"
+            return b.reshape(x.shape), "tensor (pos, d_model)"
         raise InputError(f"a baseline tensor must be (d_model,) = ({x.shape[-1]},) or (pos, d_model) = "
                          f"{tuple(x.shape[1:])} for this prompt, got {tuple(b.shape)}.")
     if baseline == "auto":
@@ -96,7 +96,8 @@ def _baseline_embeds(runner: EmbeddingRunner, baseline: BaselineSpec) -> tuple[T
 
 
 def auto_token(model) -> int | None:
-    """The default baseline token: the first of ``AUTO_TOKENS`` that is a single ordinary token, or None.
+    """The default baseline token: the first of ``AUTO_TOKENS`` that is a single ordinary token, else the vocabulary's
+    piece for "the" or "." (``Ġthe``, ``▁the``, ...), or None.
 
     Why not zeros (Captum's default): on RMSNorm models ``f(α x)`` is nearly constant down to tiny ``α`` and then
     falls off a cliff (the norm divides by ``sqrt(α² ms + eps)``), and from zeros, the pad token or the mean
@@ -106,10 +107,16 @@ def auto_token(model) -> int | None:
     tok = model.tokenizer
     if tok is None:
         return None
+    special = set(tok.all_special_ids)
     for text in AUTO_TOKENS:
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        if len(ids) == 1 and ids[0] not in tok.all_special_ids and ids[0] < model.cfg.d_vocab:
+        if len(ids) == 1 and ids[0] not in special and ids[0] < model.cfg.d_vocab:
             return ids[0]
+    vocab = tok.get_vocab()  # tokenizers that split off a word-start marker: look the pieces up directly
+    for piece in ("Ġthe", "▁the", "the", "Ġ.", "▁.", "."):
+        i = vocab.get(piece)
+        if i is not None and i not in special and i < model.cfg.d_vocab:
+            return i
     return None
 
 

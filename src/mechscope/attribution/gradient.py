@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError, InputTypeError, type_name
+from ..errors import InputError, type_name
 from .baseline import BaselineSpec, setup
 from .result import Attribution, build, completeness_delta
 from .runner import prepare

@@ -33,7 +33,6 @@ def attention_rollout(model, input, *, position: int = -1, include_bos: bool = F
     if not isinstance(residual, (int, float)) or not 0 <= residual <= 1:
         raise InputError(f"residual must be a number in [0, 1] (the identity's weight; 0.5 in the paper), got {residual!r}.")
     tokens = check_input(model, input)
-    n = tokens.shape[-1]
     target = QueryPosition(position=position).bind(model, tokens)
     layers = list(model.cfg.attn_layers)
     if not layers:
