@@ -321,3 +321,20 @@ def test_cli_attribute_prints_a_table_and_writes_json(shared, tmp_path, method):
     assert (data["delta"] is not None) == (method == "ig") and "score" in data["tokens"][0]
     bad = CliRunner().invoke(app, ["attribute", model, "a cat", "--method", "nope"])
     assert bad.exit_code == 2 and "unknown attribution method" in bad.output
+
+
+def test_kernel_shap_exact_matches_coalition_enumeration_and_sampling_is_efficient(model):
+    from mechscope.attribution import kernel_shap
+
+    tokens = TOKENS[:, :5]
+    att = kernel_shap(model, tokens, TOKEN, n_samples=30, baseline="zeros")  # 2^5 - 2 = 30: every coalition
+    assert att.params["exact"]
+    x = hf_embeds(model, tokens)
+
+    def v(S):
+        with torch.no_grad():
+            return float(hf_f(model, _replaced(x, torch.zeros_like(x), [i in S for i in range(5)])))
+
+    torch.testing.assert_close(att.scores, torch.tensor(exact_shapley(v, 5)), rtol=1e-4, atol=1e-4)
+    sampled = kernel_shap(model, TOKENS, TOKEN, n_samples=20, baseline=7)
+    assert not sampled.params["exact"] and sampled.delta < 1e-6  # the efficiency constraint holds exactly

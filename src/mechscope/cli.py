@@ -170,10 +170,10 @@ def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Th
                                          "default: the token the model predicts."),
               minus: str = typer.Option(None, help="Subtract this token's logit: a logit difference, e.g. ' John'."),
               loss: bool = typer.Option(False, help="Explain the prompt's LM loss instead of a token."),
-              method: str = typer.Option("ig", help="saliency, grad_x_input, ig, occlusion, shapley, lime or rollout."),
+              method: str = typer.Option("ig", help="saliency, grad_x_input, ig, occlusion, shapley, kernel_shap, lime or rollout."),
               baseline_token: str = typer.Option(None, help="Baseline: replace tokens by this token (' the'); "
                                                  "default: auto (an ordinary token such as the, see docs)."),
-              steps: int = typer.Option(None, help="ig: integration steps; shapley/lime: samples."),
+              steps: int = typer.Option(None, help="ig: integration steps; shapley, kernel_shap, lime: samples."),
               position: int = typer.Option(-1, help="Position whose prediction is explained (-1: the last)."),
               window: int = typer.Option(1, help="occlusion: tokens replaced at once."),
               batch_size: int = typer.Option(16, help="Forward rows per batch (memory)."),
@@ -189,7 +189,7 @@ def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Th
     kwargs: dict = {"position": position, "include_bos": include_bos}
     if method != "rollout":
         kwargs["batch_size"] = batch_size
-    if method in ("ig", "occlusion", "shapley", "lime"):
+    if method in ("ig", "occlusion", "shapley", "kernel_shap", "lime"):
         kwargs["baseline"] = baseline_token if baseline_token is not None else "auto"
     if steps is not None:
         kwargs["n_steps" if method == "ig" else "n_samples"] = steps

@@ -1,6 +1,6 @@
 """Input attribution: which tokens of a prompt a target (a token's logit, a logit difference, the loss, any metric
-of the logits) depends on, by saliency, gradient×input, integrated gradients, occlusion, Shapley values, LIME
-or attention rollout. Every method runs the real HF model (perturbations replace ``hook_embed``) and returns one
+of the logits) depends on, by saliency, gradient×input, integrated gradients, occlusion, Shapley values (sampling or KernelSHAP),
+LIME or attention rollout. Every method runs the real HF model (perturbations replace ``hook_embed``) and returns one
 ``Attribution`` keyed by token and position. See ``docs/attribution.md``.
 
     from mechscope.attribution import attribute
@@ -15,16 +15,16 @@ from typing import Literal
 from ..errors import InputError
 from .baseline import BaselineSpec
 from .gradient import IG_STEPS, grad_x_input, integrated_gradients, quadrature, saliency
-from .perturbation import lime, occlusion, shapley_values
+from .perturbation import kernel_shap, lime, occlusion, shapley_values
 from .result import Attribution, TokenScore
 from .rollout import attention_rollout, rollout_matrix
 from .runner import EmbeddingRunner, prepare
 from .target import LogitDiff, Loss, Metric, Target, TargetSpec, TokenLogit, as_target
 
-Method = Literal["saliency", "grad_x_input", "ig", "occlusion", "shapley", "lime", "rollout"]
+Method = Literal["saliency", "grad_x_input", "ig", "occlusion", "shapley", "kernel_shap", "lime", "rollout"]
 METHODS = {
     "saliency": saliency, "grad_x_input": grad_x_input, "ig": integrated_gradients, "occlusion": occlusion,
-    "shapley": shapley_values, "lime": lime, "rollout": attention_rollout,
+    "shapley": shapley_values, "kernel_shap": kernel_shap, "lime": lime, "rollout": attention_rollout,
 }
 
 
@@ -56,7 +56,7 @@ def attribute(model, input, target: TargetSpec = None, *, method: Method = "ig",
 
 __all__ = [
     "Attribution", "TokenScore", "Target", "TokenLogit", "LogitDiff", "Loss", "Metric", "as_target",
-    "attribute", "saliency", "grad_x_input", "integrated_gradients", "occlusion", "shapley_values", "lime",
+    "attribute", "saliency", "grad_x_input", "integrated_gradients", "occlusion", "shapley_values", "kernel_shap", "lime",
     "attention_rollout", "rollout_matrix", "quadrature", "METHODS", "IG_STEPS", "BaselineSpec", "EmbeddingRunner",
     "prepare",
 ]

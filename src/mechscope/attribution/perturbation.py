@@ -1,4 +1,4 @@
-"""Perturbation methods over tokens: occlusion, Shapley value sampling and LIME.
+"""Perturbation methods over tokens: occlusion, Shapley value sampling, KernelSHAP and LIME.
 
 Each replaces whole tokens by their baseline embedding (see ``baseline``) and reads the target off the real
 model's forward; no gradients, so they work on any target, differentiable or not. The perturbed inputs are
@@ -87,6 +87,60 @@ def shapley_values(model, input, target: TargetSpec = None, *, baseline: Baselin
     return build(runner.model, runner.tokens, runner.target, "shapley", s.positions, scores.float(), value=value, baseline_value=float(base),
                  delta=delta, params={"baseline": s.baseline_name, "n_samples": len(orders), "exact": exact,
                                       "seed": None if exact else seed})
+
+
+def kernel_shap(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "auto", n_samples: int = 200,
+                seed: int = 0, batch_size: int = 16, position: int = -1, include_bos: bool = False) -> Attribution:
+    """KernelSHAP (Lundberg & Lee 2017) over tokens: Shapley values as the weighted least-squares fit of the target
+    on coalitions of kept tokens, with the Shapley kernel ``(n-1) / (C(n,|z|) |z| (n-|z|))`` and the efficiency
+    constraint ``sum(scores) = f(x) - f(x')`` imposed exactly. When ``n_samples`` covers every proper coalition
+    (``2^n - 2 <= n_samples``) all are used with their kernel weights and the result is the exact Shapley values;
+    otherwise ``n_samples`` coalitions are drawn from the kernel's distribution (size ``k`` with probability
+    ``∝ (n-1) / (k (n-k))``, then a uniform subset) and weighted equally."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise InputError(f"n_samples must be a positive int (coalitions), got {type_name(n_samples)}.")
+    runner = prepare(model, input, target, position, batch_size)
+    s = setup(runner, baseline, include_bos)
+    n = len(s.positions)
+    exact = 2 ** n - 2 <= n_samples
+    if n < 2:
+        coalitions, weights = torch.zeros(0, n, dtype=torch.bool), torch.zeros(0, dtype=torch.float64)
+    elif exact:
+        bits = torch.arange(1, 2 ** n - 1)[:, None] >> torch.arange(n) & 1
+        coalitions = bits.bool()
+        k = coalitions.sum(1).double()
+        weights = (n - 1) / (torch.tensor([math.comb(n, int(j)) for j in k], dtype=torch.float64) * k * (n - k))
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        sizes = torch.arange(1, n, dtype=torch.float64)
+        size_p = (n - 1) / (sizes * (n - sizes))
+        k = torch.multinomial(size_p / size_p.sum(), n_samples, replacement=True, generator=gen) + 1
+        order = torch.rand(n_samples, n, generator=gen).argsort(1)
+        coalitions = order < k[:, None]  # the first k of a random ordering: a uniform subset of size k
+        weights = torch.ones(n_samples, dtype=torch.float64)
+    ends = torch.stack([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)])
+    masks = torch.cat([ends, coalitions])
+    unique, inverse = torch.unique(masks, dim=0, return_inverse=True)
+    f = masked_values(runner, s.positions, s.baseline, unique).cpu().double()[inverse]
+    base, value, fz = f[0], f[1], f[2:]
+    scores = shapley_regression(coalitions.double(), fz - base, weights, float(value - base))
+    delta = completeness_delta(float(scores.sum()), float(value), float(base))
+    return build(runner.model, runner.tokens, runner.target, "kernel_shap", s.positions, scores.float(),
+                 value=float(value), baseline_value=float(base), delta=delta,
+                 params={"baseline": s.baseline_name, "n_samples": len(coalitions), "exact": exact,
+                         "seed": None if exact else seed})
+
+
+def shapley_regression(Z: Tensor, y: Tensor, w: Tensor, total: float) -> Tensor:
+    """``argmin Σ w (y - Z·φ)²`` subject to ``Σ φ = total`` (the last coefficient eliminated), float64.
+    ``Z (m, n)`` coalitions, ``y (m,)`` the target minus its baseline value."""
+    n = Z.shape[1]
+    if n == 1 or len(Z) == 0:
+        return torch.full((n,), total / n, dtype=torch.float64)
+    X = Z[:, :-1] - Z[:, -1:]
+    r = y - Z[:, -1] * total
+    head = torch.linalg.lstsq(X.T @ (w[:, None] * X), X.T @ (w * r)).solution
+    return torch.cat([head, (total - head.sum())[None]])
 
 
 def lime(model, input, target: TargetSpec = None, *, baseline: BaselineSpec = "auto", n_samples: int = 200,
