@@ -170,6 +170,7 @@ def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Th
                                          "default: the token the model predicts."),
               minus: str = typer.Option(None, help="Subtract this token's logit: a logit difference, e.g. ' John'."),
               loss: bool = typer.Option(False, help="Explain the prompt's LM loss instead of a token."),
+              log_prob: bool = typer.Option(False, help="Explain the target token's log-probability, not its logit."),
               method: str = typer.Option("ig", help="saliency, grad_x_input, ig, occlusion, shapley, kernel_shap, lime or rollout."),
               baseline_token: str = typer.Option(None, help="Baseline: replace tokens by this token (' the'); "
                                                  "default: auto (an ordinary token such as the, see docs)."),
@@ -182,9 +183,12 @@ def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Th
     """Which tokens of a prompt a prediction depends on: a table of token, score and colour."""
     import json
 
-    from .attribution import Loss, attribute as run_attribution
+    from .attribution import Loss, TokenLogit, attribute as run_attribution
     from .errors import MechscopeError
 
+    if minus is not None and target is None:
+        console.print("[red]error:[/red] --minus needs --target: the logit difference is target minus this token.")
+        raise typer.Exit(2)
     m = _load(model)
     kwargs: dict = {"position": position, "include_bos": include_bos}
     if method != "rollout":
@@ -198,6 +202,11 @@ def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Th
     if method in ("saliency", "grad_x_input", "rollout"):
         kwargs.pop("batch_size", None)
     goal = Loss() if loss else (target, minus) if minus is not None else target
+    if log_prob and not loss and minus is None:
+        goal = TokenLogit(target, position=position, log_prob=True) if target is not None else None
+        if goal is None:
+            console.print("[red]error:[/red] --log-prob needs --target (the token whose log-probability to explain).")
+            raise typer.Exit(2)
     try:
         result = run_attribution(m, prompt, None if method == "rollout" else goal, method=method, **kwargs)
     except MechscopeError as e:
