@@ -20,11 +20,12 @@ class Attribution:
     """How much each token of one prompt contributes to a target, by one method.
 
     Scores are in the target's units (logits, nats, ...) for the additive methods: for integrated gradients and
-    Shapley values they sum to ``value - baseline_value`` (up to ``delta``); saliency scores are gradient
-    magnitudes, rollout scores attention mass."""
+    Shapley values (sampled or KernelSHAP) they sum to ``value - baseline_value`` (up to ``delta``); saliency
+    scores are gradient magnitudes, rollout scores attention mass. For a view, ``tokens`` and ``scores`` are what
+    a token colour map needs."""
 
     method: str
-    """``saliency``, ``grad_x_input``, ``ig``, ``occlusion``, ``shapley``, ``lime`` or ``rollout``."""
+    """``saliency``, ``grad_x_input``, ``ig``, ``occlusion``, ``shapley``, ``kernel_shap``, ``lime`` or ``rollout``."""
     target: str
     """What was explained, e.g. ``"logit(' Paris') at position 6"``."""
     tokens: list[str]
