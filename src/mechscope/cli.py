@@ -372,5 +372,81 @@ def lens_eval(model: str = typer.Argument(..., help=MODEL_HELP),
         _write_json(json_path, ev.to_dict())
 
 
+# ---------------------------------------------------------------------------------------------- attribute
+@app.command()
+def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="The prompt to explain."),
+              target: str = typer.Option(None, help="Target token, e.g. ' Paris' (its logit at --position); "
+                                         "default: the token the model predicts."),
+              minus: str = typer.Option(None, help="Subtract this token's logit: a logit difference, e.g. ' John'."),
+              loss: bool = typer.Option(False, help="Explain the prompt's LM loss instead of a token."),
+              log_prob: bool = typer.Option(False, help="Explain the target token's log-probability, not its logit."),
+              method: str = typer.Option("ig", help="saliency, grad_x_input, ig, occlusion, shapley, kernel_shap, lime or rollout."),
+              baseline_token: str = typer.Option(None, help="Baseline: replace tokens by this token (' the'); "
+                                                 "default: auto (an ordinary token such as the, see docs)."),
+              steps: int = typer.Option(None, help="ig: integration steps; shapley, kernel_shap, lime: samples."),
+              position: int = typer.Option(-1, help="Position whose prediction is explained (-1: the last)."),
+              window: int = typer.Option(1, help="occlusion: tokens replaced at once."),
+              batch_size: int = typer.Option(16, help="Forward rows per batch (memory)."),
+              include_bos: bool = typer.Option(False, help="Also attribute the leading BOS token."),
+              json_path: str = typer.Option(None, "--json", help="Write the scores (keyed by position:token) here.")):
+    """Which tokens of a prompt a prediction depends on: a table of token, score and colour."""
+    import json
+
+    from .attribution import Loss, TokenLogit, attribute as run_attribution
+    from .errors import MechscopeError
+
+    if minus is not None and target is None:
+        console.print("[red]error:[/red] --minus needs --target: the logit difference is target minus this token.")
+        raise typer.Exit(2)
+    m = _load(model)
+    kwargs: dict = {"position": position, "include_bos": include_bos}
+    if method != "rollout":
+        kwargs["batch_size"] = batch_size
+    if method in ("ig", "occlusion", "shapley", "kernel_shap", "lime"):
+        kwargs["baseline"] = baseline_token if baseline_token is not None else "auto"
+    if steps is not None:
+        kwargs["n_steps" if method == "ig" else "n_samples"] = steps
+    if method == "occlusion":
+        kwargs["window"] = window
+    if method in ("saliency", "grad_x_input", "rollout"):
+        kwargs.pop("batch_size", None)
+    goal = Loss() if loss else (target, minus) if minus is not None else target
+    if log_prob and not loss and minus is None:
+        goal = TokenLogit(target, position=position, log_prob=True) if target is not None else None
+        if goal is None:
+            console.print("[red]error:[/red] --log-prob needs --target (the token whose log-probability to explain).")
+            raise typer.Exit(2)
+    try:
+        result = run_attribution(m, prompt, None if method == "rollout" else goal, method=method, **kwargs)
+    except MechscopeError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    console.print(_attribution_table(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result.to_dict(), f, indent=1)
+        console.print(f"[dim]wrote {json_path}[/dim]")
+
+
+def _attribution_table(result) -> Table:
+    """Token, score and a bar coloured by sign (green raises the target, red lowers it)."""
+    t = Table(title=f"{result.method}: {result.target}")
+    t.add_column("pos", justify="right")
+    t.add_column("token")
+    t.add_column("score", justify="right")
+    t.add_column("", no_wrap=True)
+    top = float(result.scores.abs().max()) if len(result.scores) else 0.0
+    for p, tok, s in zip(result.positions, result.tokens, result.scores.tolist()):
+        width = round(20 * abs(s) / top) if top > 0 else 0
+        colour = "green" if s >= 0 else "red"
+        t.add_row(str(p), repr(tok), f"{s:+.4g}", f"[{colour}]{'█' * width}[/{colour}]")
+    notes = [f"f(x) = {result.value:.4g}" if result.value is not None else "",
+             f"f(baseline) = {result.baseline_value:.4g}" if result.baseline_value is not None else "",
+             f"completeness delta {result.delta:.2%}" if result.delta is not None else ""]
+    t.caption = "; ".join(n for n in notes if n) + (f" ({result.params.get('baseline')} baseline)"
+                                                    if "baseline" in result.params else "")
+    return t
+
+
 if __name__ == "__main__":
     app()
