@@ -12,6 +12,7 @@ Writes the lenses to OUT/<name>/ and prints a markdown table per model plus timi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -71,6 +72,15 @@ def run(name: str) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=list(RUNS))
+    ap.add_argument("--steps", type=int, help="Override the number of training steps.")
+    ap.add_argument("--eval-rows", type=int, help="Override the number of held-out rows evaluated.")
+    ap.add_argument("--out", type=Path, default=OUT, help="Where the lenses go (one folder per model).")
     args = ap.parse_args()
+    OUT = args.out
+    for spec in RUNS.values():
+        if args.steps:
+            spec["train"] = dataclasses.replace(spec["train"], steps=args.steps)
+        if args.eval_rows:
+            spec["eval_rows"] = args.eval_rows
     for n in [args.only] if args.only else list(RUNS):
         run(n)

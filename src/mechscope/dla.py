@@ -28,7 +28,7 @@ By = Literal["layer", "head", "neuron", "full", "position"]
 BY = ("layer", "head", "neuron", "full", "position")
 
 
-class Attribution(NamedTuple):
+class ComponentScore(NamedTuple):
     label: str
     value: float
 
@@ -65,14 +65,14 @@ class DLAResult:
     pos: int | None = -1
     meta: dict = field(default_factory=dict)
 
-    def top(self, k: int = 10, absolute: bool = True) -> list[Attribution]:
+    def top(self, k: int = 10, absolute: bool = True) -> list[ComponentScore]:
         """The ``k`` largest attributions (by magnitude with ``absolute``; averaged over a batch and positions)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"top takes a positive int k, got {type_name(k)}.")
         v = self.values.float()
         v = v.reshape(v.shape[0], -1).mean(1) if v.ndim > 1 else v
         order = (v.abs() if absolute else v).argsort(descending=True)[:k]
-        return [Attribution(self.labels[i], float(v[i])) for i in order.tolist()]
+        return [ComponentScore(self.labels[i], float(v[i])) for i in order.tolist()]
 
     def grid(self) -> HeadGrid:
         """``by="head"`` values as ``[layer, head, ...]`` with row labels ``L{l}`` and column labels ``H{h}``."""
