@@ -1,6 +1,6 @@
 /* mechscope views: renders the data that mechscope.views embeds in each view (no framework, no network).
- * Each view is a <div class="msv-root" id="..."> holding its data as <script type="application/json">;
- * a tiny inline script next to it calls mechscopeViews.render(root). The library defines itself once per page. */
+ * Each view is a div.msv-root (with a unique id) holding its data in a JSON script element; a tiny inline
+ * script next to it calls mechscopeViews.render(root). The library defines itself once per page. */
 (function () {
   "use strict";
   var VERSION = 1;
@@ -147,7 +147,7 @@
       d.layer_labels.forEach(function (name, i) {
         var o = el("option", null, name); o.value = String(i); select.appendChild(o);
       });
-      select.addEventListener("change", function () { state.layer = +select.value; drawThumbs(); drawBig(); paintTokens(); });
+      select.addEventListener("change", function () { state.layer = +select.value; markHeads(); drawThumbs(); drawBig(); paintTokens(); });
       label.appendChild(select);
       controls.appendChild(label);
     }
