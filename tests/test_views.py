@@ -310,6 +310,7 @@ def test_token_colors_render_and_respond(page):
     assert len(spans) == 2 * len(NASTY) and all(s.size["width"] > 0 for s in spans)
     assert spans[1].text == "<script>alert(1)</script>" and spans[6].text == "</script><b>x"
     assert d.execute_script("return document.querySelectorAll('.msv-root b').length") == 0  # nothing injected
+    assert len(css(d, ".msv-trows br")) == 2  # the newline token wraps the text, in each row
     assert spans[5].value_of_css_property("background-color") == "rgba(0, 0, 0, 0)"  # NaN: blank
     assert spans[0].value_of_css_property("background-color") != spans[1].value_of_css_property("background-color")
     hover(d, spans[1])

@@ -113,6 +113,13 @@
     return s;
   }
 
+  // positions after which the text wraps (their token holds a newline)
+  function lineBreaks(d) {
+    var out = {};
+    d.breaks.forEach(function (i) { out[i] = true; });
+    return out;
+  }
+
   function quoted(t) { return "\u201c" + t + "\u201d"; }
 
   // ---------------------------------------------------------------- attention patterns
@@ -289,7 +296,7 @@
     big.addEventListener("mouseleave", clearFocus);
 
     // tokens: hovering one colours what it attends to (blue) and what attends to it (orange)
-    var strip = el("div", "msv-tokens msv-attn-tokens"), spans = [];
+    var strip = el("div", "msv-tokens msv-attn-tokens"), spans = [], breaks = lineBreaks(d);
     d.tokens.forEach(function (t, i) {
       var s = tokenSpan(t, i);
       s.addEventListener("mouseenter", function (evt) {
@@ -299,7 +306,7 @@
       });
       s.addEventListener("mouseleave", clearFocus);
       strip.appendChild(s);
-      if (d.breaks.indexOf(i) >= 0) strip.appendChild(el("br"));
+      if (breaks[i]) strip.appendChild(el("br"));
       spans.push(s);
     });
     body.appendChild(strip);
@@ -324,7 +331,7 @@
 
   // ---------------------------------------------------------------- token colours
   function tokenColors(body, d, tip) {
-    var rowsBox = el("div", "msv-trows"), all = [];
+    var rowsBox = el("div", "msv-trows"), all = [], breaks = lineBreaks(d);
     d.rows.forEach(function (row, r) {
       var line = el("div", "msv-trow");
       if (d.rows.length > 1 || row.label) {
@@ -341,7 +348,7 @@
         s.addEventListener("mouseenter", function (evt) { focus(i, evt); });
         s.addEventListener("mouseleave", function () { focus(null); });
         strip.appendChild(s);
-        if (d.breaks.indexOf(i) >= 0) strip.appendChild(el("br"));
+        if (breaks[i]) strip.appendChild(el("br"));
         spans.push(s);
       });
       all.push(spans);
