@@ -339,3 +339,11 @@ def test_kernel_shap_exact_matches_coalition_enumeration_and_sampling_is_efficie
     torch.testing.assert_close(att.scores, torch.tensor(exact_shapley(v, 5)), rtol=1e-4, atol=1e-4)
     sampled = kernel_shap(model, TOKENS, TOKEN, n_samples=20, baseline=7)
     assert not sampled.params["exact"] and sampled.delta < 1e-6  # the efficiency constraint holds exactly
+
+
+def test_gradient_methods_refuse_inference_mode_with_a_sentence():
+    model = mechscope.load("default")
+    with torch.inference_mode(), pytest.raises(InputError, match="inference_mode"):
+        attribute(model, "the cat sat on the", " cat", method="saliency")
+    with torch.no_grad():  # no_grad is fine: the methods turn gradients back on
+        assert attribute(model, "the cat sat on the", " cat", method="saliency").scores.shape == (5,)

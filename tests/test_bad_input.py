@@ -451,3 +451,11 @@ def test_real_model_answers_the_two_reported_cases(tinystories):
         tinystories.run_with_hooks(ids, fwd_hooks=[("blocks.1.attn.hook_pattern", lambda pattern: None)])
     assert_clean(tinystories, n_hooks)
     assert torch.equal(tinystories(ids), before)
+
+
+def test_single_token_outside_the_vocabulary_is_refused():
+    """A word-level tokenizer maps unknown words to its unk token: a target must not silently become '<|unk|>'."""
+    model = mechscope.load("default")
+    with pytest.raises(InputError, match="not in this tokenizer's vocabulary"):
+        model.to_single_token(" mat")
+    assert model.to_single_token(model.tokenizer.unk_token) == model.tokenizer.unk_token_id

@@ -27,10 +27,20 @@ def test_demo_report_shows_induction():
     assert "in-context learning" in text and "induction heads" in text and "'four'" in text
 
 
-def test_demo_command_runs():
-    res = CliRunner().invoke(app, ["demo"])
+def test_demo_report_adds_lens_and_attribution():
+    r = report(mechscope.load("default"), Console(file=io.StringIO(), width=120))
+    assert r["lens"].exact_final and r["attribution"].delta < 0.05
+    assert len(r["views"]) == 4 and all(v.html for v in r["views"])
+
+
+def test_demo_command_runs(tmp_path):
+    page = tmp_path / "report.html"
+    res = CliRunner().invoke(app, ["demo", "--html", str(page)])
     assert res.exit_code == 0, res.output
     assert "strongest induction head: L1" in res.output
+    assert "logit lens" in res.output and "integrated gradients" in res.output
+    html = page.read_text()
+    assert html.count('class="msv-root') >= 4 and "mechscope demo" in html
     if SMOLLM2.installed():
         assert "a real model: smollm2-135m" in res.output and "weights dequantised from a Q4_1 GGUF" in res.output
     else:
@@ -46,6 +56,9 @@ def test_real_model_report_on_smollm2():
     assert r["loss_second"] < r["loss_first"] - 5  # induction on repeated random tokens
     assert r["top_induction"][0][2] > 0.5 and r["induction"].shape == (30, 9)
     assert "strongest induction heads: L" in out.getvalue()
+    assert r["answer_top_from"] is not None and r["lens"].exact_final  # ' Paris' emerges in the late layers
+    assert r["attribution"].delta < 0.05 and r["dla"].top(1)[0].label.startswith("L")
+    assert len(r["views"]) == 5
 
 
 def test_default_model_is_exact_like_any_other():

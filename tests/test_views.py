@@ -390,3 +390,28 @@ def test_real_model_attention_view(page):
     hover(d, css(d, ".msv-attn-tokens .msv-tok")[40])
     assert "L29 H0" in visible_tip(d)
 
+
+
+@pytest.mark.browser
+def test_attention_view_opens_on_the_chosen_head(page):
+    d = page(views.attention_patterns(IOI, causal_pattern(3, 4, n=len(IOI)), layer=1, head=3))
+    assert css(d, ".msv-head-title")[0].text == "L1 H3"
+    assert css(d, "select.msv-layer")[0].get_attribute("value") == "1"
+    with pytest.raises(InputError, match="head"):
+        views.attention_patterns(IOI, causal_pattern(3, 4, n=len(IOI)), head=4)
+
+
+@pytest.mark.browser
+def test_demo_report_renders(page):
+    """The page `mechscope demo` writes: every view renders, hovering works, no console errors."""
+    import io
+
+    from rich.console import Console
+
+    from mechscope.demo import report
+
+    r = report(mechscope.load("default"), Console(file=io.StringIO()))
+    d = page(views.report(r["views"], "mechscope demo"))
+    assert len(css(d, ".msv-root[data-msv-rendered]")) == len(r["views"]) == 4
+    hover(d, css(d, ".msv-attn-tokens .msv-tok")[5])
+    assert visible_tip(d)

@@ -2,7 +2,10 @@
 
 :func:`report` looks inside any model (the embedded default model by default); :func:`real_model_report`
 adds what a real pretrained model (SmolLM2-135M, when its package is installed) does on a factual prompt, an
-indirect-object prompt and repeated random tokens.
+indirect-object prompt and repeated random tokens: its predictions, induction heads, what each layer predicts
+(logit lens), which tokens the answer depends on (integrated gradients) and which heads write it (direct logit
+attribution). Each report also returns interactive views (``"views"``) that ``mechscope demo`` saves as one HTML
+page.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from . import views
+from .attribution import Attribution, attribute
 from .default_model import METADATA_FILE, make_repeated_tokens
 from .detectors import head_scores
+from .dla import direct_logit_attribution
+from .lens import logit_lens
 from .model import Model
 
 PROMPTS = ("the cat sat on the", "i saw one two three", "she gave the dog a red ball . the dog")
@@ -58,7 +65,7 @@ def _repeat_losses(model: Model, tokens: torch.Tensor, seg_len: int) -> tuple[fl
     return loss[:seg_len].mean().item(), loss[seg_len:].mean().item()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: integrated gradients turns gradients back on
 def report(model: Model, console: Console, *, name: str = "default", seg_len: int = 20) -> dict:
     """Print the report; return its numbers (for tests and scripts)."""
     cfg = model.cfg
@@ -92,13 +99,28 @@ def report(model: Model, console: Console, *, name: str = "default", seg_len: in
     (pl, ph), (il, ih) = [divmod(int(s.flatten().argmax()), cfg.n_heads) for s in (prev, ind)]
     console.print(f"strongest previous-token head: L{pl}H{ph} ({prev[pl, ph]:.2f}); "
                   f"strongest induction head: L{il}H{ih} ({ind[il, ih]:.2f}).")
+    lens = lens_findings(model, console, PROMPTS[0])
+    attr = attribution_findings(model, console, PROMPTS[2], None,
+                                title=f"which tokens the top prediction after {PROMPTS[2]!r} depends on")
     console.print("[dim]next: `mechscope info default` lists every hook point; in Python, "
                   "model.run_with_cache(...) returns them all.[/dim]")
+    short = make_repeated_tokens(model.tokenizer, 1, 12, seed=1).to(cfg.device)  # short enough to read in a view
+    _, cache = model.run_with_cache(short, names_filter=lambda n: n.endswith("hook_pattern"))
+    rows, cols = [f"L{layer}" for layer in range(cfg.n_layers)], [f"H{h}" for h in range(cfg.n_heads)]
+    shown = [
+        views.attention_patterns(model.to_str_tokens(short[0]), torch.stack([cache["pattern", layer][0] for layer in
+                                 cfg.attn_layers]), layer_labels=[str(layer) for layer in cfg.attn_layers],
+                                 layer=cfg.attn_layers.index(il), head=ih, title=f"{name}: attention on a random segment shown twice (hover a token)"),
+        views.heatmap(ind, rows, cols, title=f"{name}: induction scores"),
+        lens["result"].view(title=f"{name}: logit lens on {PROMPTS[0]!r}"),
+        attr.view(title=f"{name}: integrated gradients for the top prediction after {PROMPTS[2]!r}"),
+    ]
     return {"loss_first": first, "loss_second": second, "prev_token": prev, "induction": ind,
-            "best_prev": (pl, ph), "best_induction": (il, ih)}
+            "best_prev": (pl, ph), "best_induction": (il, ih), "lens": lens["result"], "attribution": attr,
+            "views": shown}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: integrated gradients turns gradients back on
 def real_model_report(model: Model, console: Console, *, name: str = "smollm2-135m", seg_len: int = 20,
                       n_seqs: int = 4, top_heads: int = 5) -> dict:
     """What a real pretrained model does: top predictions on :data:`REAL_PROMPTS`, and induction on ``n_seqs``
@@ -130,5 +152,73 @@ def real_model_report(model: Model, console: Console, *, name: str = "smollm2-13
                   f"(ln d_vocab = {torch.log(torch.tensor(float(cfg.d_vocab))):.2f}).")
     console.print("strongest induction heads: " + ", ".join(f"L{layer}H{head} ({s:.2f})" for layer, head, s in heads)
                   + f" of {cfg.n_layers * cfg.n_heads}.")
+
+    fact, ioi = REAL_PROMPTS
+    answer = predictions[fact][0][0]
+    lens = lens_findings(model, console, fact, answer, every=3)
+    attr = attribution_findings(model, console, ioi, (" Mary", " John"),
+                                title="which tokens the logit difference ' Mary' − ' John' depends on")
+    dla = direct_logit_attribution(model, ioi, target=" Mary", baseline=" John", by="head")
+    console.print(f"[bold]direct logit attribution[/bold]: of the logit difference {float(dla.logit):.2f}, the heads "
+                  "writing most directly into it: " + ", ".join(f"{c.label} ({c.value:+.2f})" for c in dla.top(5)))
+
+    short = make_repeated_tokens(model.tokenizer, 1, 12, seed=1).to(cfg.device)
+    layer = heads[0][0]
+    _, cache = model.run_with_cache(short, names_filter=f"blocks.{layer}.attn.hook_pattern")
+    rows, cols = [f"L{l}" for l in range(cfg.n_layers)], [f"H{h}" for h in range(cfg.n_heads)]
+    shown = [
+        views.attention_patterns(model.to_str_tokens(short[0]), cache["pattern", layer][0], head=heads[0][1],
+                                 title=f"{name}: layer {layer} (strongest induction head H{heads[0][1]}) on a random "
+                                 "segment shown twice (hover a token)"),
+        views.heatmap(ind, rows, cols, title=f"{name}: induction scores"),
+        lens["result"].view(title=f"{name}: logit lens on {fact!r}"),
+        attr.view(title=f"{name}: integrated gradients of ' Mary' − ' John'"),
+        dla.view(title=f"{name}: direct logit attribution of ' Mary' − ' John' by head"),
+    ]
     return {"predictions": predictions, "loss_first": first, "loss_second": second, "induction": ind,
-            "top_induction": heads}
+            "top_induction": heads, "lens": lens["result"], "answer_top_from": lens["target_top_from"],
+            "attribution": attr, "dla": dla, "views": shown}
+
+
+# ------------------------------------------------------------------------------------------- lens and attribution
+def lens_findings(model: Model, console: Console, prompt: str, target: str | None = None, *, every: int = 1) -> dict:
+    """The logit lens at the last position of ``prompt``: each layer's top token, KL to the model's distribution,
+    and (with ``target``) the target's probability and rank; ``every`` thins the printed rows. Returns the
+    :class:`~mechscope.lens.LensResult` as ``result`` and the first layer label where ``target`` ranks first."""
+    res = logit_lens(model, prompt, k=1, targets=target)
+    t = Table(title=f"logit lens: what each layer predicts after {prompt!r} (model's own final norm and head)")
+    for col in ("layer", "top token", "prob", "KL to final (nats)") + ((f"p({target!r})", "rank") if target else ()):
+        t.add_column(col, justify="left" if col in ("layer", "top token") else "right")
+    rows = list(range(0, res.n_layers - 1, every)) + [res.n_layers - 1]
+    for i in dict.fromkeys(rows):
+        cells = [res.layer_labels[i], repr(res.top_strings[i][0][-1][0]), f"{res.top_probs[i, 0, -1, 0]:.2f}",
+                 f"{res.kl[i, 0, -1]:.2f}"]
+        if target:
+            cells += [f"{res.target_probs[i, 0, -1, 0]:.3f}", str(int(res.target_ranks[i, 0, -1, 0]))]
+        t.add_row(*cells)
+    console.print(t)
+    first = None
+    if target:
+        top1 = (res.target_ranks[:, 0, -1, 0] == 1).tolist()
+        # the first layer from which the target stays the lens's top token to the end
+        for i in range(len(top1)):
+            if all(top1[i:]):
+                first = res.layer_labels[i]
+                break
+        if first is not None:
+            console.print(f"{target!r} is the logit lens's top prediction from layer {first} on "
+                          f"(exact final row: {res.exact_final}).")
+    return {"result": res, "target_top_from": first}
+
+
+def attribution_findings(model: Model, console: Console, prompt: str, target, *, title: str) -> Attribution:
+    """Integrated gradients (mechscope's defaults) of ``target`` over the tokens of ``prompt``, printed as one row
+    of scores with the completeness delta."""
+    attr = attribute(model, prompt, target, method="ig")
+    scores = attr.scores.tolist()
+    top = max((abs(s) for s in scores), default=0.0) or 1.0
+    shown = "  ".join(f"[{'green' if s > 0 else 'red'}]{tok!r}[/] {s:+.2f}" if abs(s) >= 0.25 * top else f"{tok!r} {s:+.2f}"
+                      for tok, s in zip(attr.tokens, scores))
+    console.print(f"[bold]{title}[/bold] (integrated gradients, {attr.params.get('n_steps')} steps; completeness "
+                  f"delta {100 * attr.delta:.2f}%):\n  {shown}", soft_wrap=True)
+    return attr

@@ -279,6 +279,19 @@ class HeadScores:
         n_layers, n_heads = self.entropy.shape
         return [f"L{layer}H{head}" for layer in range(n_layers) for head in range(n_heads)]
 
+    def view(self, title: str | None = None):
+        """One layer × head heatmap per detector, plus attention to BOS and entropy (:func:`mechscope.views.heatmap`)."""
+        from .views import heatmap, report
+
+        n_layers, n_heads = self.entropy.shape
+        rows, cols = [f"L{layer}" for layer in range(n_layers)], [f"H{head}" for head in range(n_heads)]
+        names = (*self.scores, "bos_attention", "entropy")
+        return report([heatmap(self._table(n), rows, cols, title=n.replace("_", " ")) for n in names],
+                      title=title or "attention heads")
+
+    def _repr_html_(self) -> str:
+        return self.view()._repr_html_()
+
     def to_dict(self, top: int = 10) -> dict:
         """JSON-ready: per detector the ``[layer][head]`` scores (None for NaN) and the top heads."""
         def rows(t: Tensor) -> list[list[float | None]]:

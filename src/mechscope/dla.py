@@ -87,6 +87,29 @@ class DLAResult:
             out[layers.index(l), h] = self.values[i]
         return HeadGrid(out, [f"L{l}" for l in layers], [f"H{h}" for h in range(n_heads)])
 
+    def view(self, title: str | None = None, top: int = 40):
+        """A view of one prompt's attributions: a layer × head heatmap (``by="head"``), a token colour map over the
+        source positions (``by="position"``), otherwise a one-row heatmap of every layer's component
+        (``layer``) or of the ``top`` largest components (``neuron``, ``full``)."""
+        from .views import heatmap, token_colors
+
+        title = title or f"direct logit attribution by {self.by}: {self.target}"
+        if self.values.ndim > 1:
+            raise InputError("view() shows one prompt at one position; run direct_logit_attribution on one prompt "
+                             "with an int pos.")
+        if self.by == "head":
+            g = self.grid()
+            return heatmap(g.values, g.row_labels, g.col_labels, title=title, center=0.0)
+        if self.by == "position":
+            return token_colors([label.split(":", 1)[1] for label in self.labels], self.values, labels=["DLA"],
+                                title=title)
+        idx = list(range(len(self.labels))) if self.by == "layer" else [
+            self.labels.index(c.label) for c in self.top(top)]
+        return heatmap(self.values[idx][None], ["DLA"], [self.labels[i] for i in idx], title=title, center=0.0)
+
+    def _repr_html_(self) -> str:
+        return self.view()._repr_html_()
+
     def to_dict(self) -> dict:
         """Plain data for JSON: labels with their values, the tokens, the target and the totals."""
         return {"target": self.target, "by": self.by, "pos": self.pos, "tokens": self.tokens, "labels": self.labels,

@@ -387,6 +387,10 @@ class Model:
                 f"{string!r} is {len(ids)} tokens {pieces}, not one; pass a string the tokenizer keeps whole "
                 "(mind the leading space: ' Paris' and 'Paris' differ), or use model.to_tokens for longer text."
             )
+        unk = tok.unk_token_id
+        if unk is not None and ids[0] == unk and string.strip() != tok.unk_token:
+            raise InputError(f"{string!r} is not in this tokenizer's vocabulary (it becomes the unknown token "
+                             f"{tok.unk_token!r}); pick a word the model knows, e.g. from model.to_str_tokens(text).")
         return ids[0]
 
     # ---------------------------------------------------------------------------------------- forward

@@ -74,6 +74,17 @@ class Attribution:
                        for k, v in self.params.items()},
         }
 
+    def view(self, title: str | None = None):
+        """The scores as a token colour map (:func:`mechscope.views.token_colors`); hover shows each value."""
+        from ..views import token_colors
+
+        delta = f", completeness delta {100 * self.delta:.2f}%" if self.delta is not None else ""
+        return token_colors(self.tokens, self.scores, labels=[self.method],
+                            title=title or f"{self.method}: {self.target}{delta}")
+
+    def _repr_html_(self) -> str:
+        return self.view()._repr_html_()
+
     def __repr__(self) -> str:
         best = ", ".join(f"{t!r}@{p} {s:+.3g}" for p, t, s in self.top(5))
         extra = f", delta {self.delta:.2%}" if self.delta is not None else ""

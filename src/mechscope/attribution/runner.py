@@ -65,6 +65,10 @@ class EmbeddingRunner:
     def value_and_grad(self, embeds: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         """Per batch of rows of ``embeds (n, pos, d_model)``: ``f`` ``(b,)`` and its gradient ``(b, pos, d_model)``.
         A generator, so callers reduce each batch's gradients before the next is computed."""
+        if torch.is_inference_mode_enabled():
+            raise InputError("gradient attributions (saliency, grad_x_input, ig) need autograd, which "
+                             "torch.inference_mode() turns off for everything inside it; call them outside "
+                             "inference_mode (inside torch.no_grad() is fine: they turn gradients back on).")
         for chunk in embeds.split(self.batch_size):
             x = chunk.detach().requires_grad_(True)
             with torch.enable_grad():

@@ -119,6 +119,22 @@ class LensResult:
         return dict(tokens=self.tokens[batch], top_tokens=self.top_tokens(batch),
                     top_probs=self.top_probs[:, batch, :, 0], layer_labels=self.layer_labels)
 
+    def view(self, batch: int = 0, title: str | None = None):
+        """The interactive lens table for prompt ``batch`` (:func:`mechscope.views.lens_table`): layers × positions,
+        each cell the top token coloured by its probability; hover lists the top k and the KL to the final layer."""
+        from ..views import lens_table
+
+        args = self.view_args(batch)
+        extra = {"top_k_tokens": [layer[batch] for layer in self.top_strings],
+                 "top_k_probs": self.top_probs[:, batch], "kl": self.kl[:, batch]}
+        if len(self.target_strings):
+            for t, name in enumerate(self.target_strings):
+                extra[f"p({name!r})"] = self.target_probs[:, batch, :, t]
+        return lens_table(**args, title=title or f"{self.lens} lens", extra=extra)
+
+    def _repr_html_(self) -> str:
+        return self.view()._repr_html_()
+
     def _check_batch(self, batch: int) -> None:
         n = self.token_ids.shape[0]
         if isinstance(batch, bool) or not isinstance(batch, int) or not -n <= batch < n:

@@ -28,7 +28,8 @@ from .view import Figure, View
 _LARGE_BYTES = 50 * 2**20  # an attention view above this is slow to open; warn with what to slice
 
 
-def attention_patterns(tokens, pattern, head_labels=None, title: str | None = None, layer_labels=None) -> View:
+def attention_patterns(tokens, pattern, head_labels=None, title: str | None = None, layer_labels=None, *,
+                       layer: int = 0, head: int = 0) -> View:
     """Interactive attention patterns, as CircuitsVis's ``attention_patterns``.
 
     ``pattern``: ``[head, q, k]`` or ``[layer, head, q, k]`` (tensor, array or lists), e.g.
@@ -40,6 +41,7 @@ def attention_patterns(tokens, pattern, head_labels=None, title: str | None = No
     row, blue) and what attends to it (its column, orange). With 4-D input a layer selector picks the layer.
     When the upper triangle is all zero (a causal model) only ``k <= q`` is stored and drawn; NaN is blank.
     ``head_labels``: one per head (default ``H0, H1, ...``); ``layer_labels``: one per layer (default ``0, 1, ...``).
+    ``layer``, ``head``: the indices shown (pinned) when the view opens.
     """
     p = as_array(pattern, "pattern", (3, 4))
     four_d = p.ndim == 4
@@ -54,6 +56,9 @@ def attention_patterns(tokens, pattern, head_labels=None, title: str | None = No
     layers = as_labels(layer_labels, n_layers, "layer_labels", "{}") if four_d else None
     if layer_labels is not None and not four_d:
         raise InputError("layer_labels only applies to a 4-D pattern [layer, head, q, k]; this one is 3-D.")
+    for name, value, n in (("layer", layer, n_layers), ("head", head, n_heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+            raise InputError(f"{name} (shown first) must be an index from 0 to {n - 1}, got {value!r}.")
     packed = pack_pattern(p)
     if len(packed.packed) > _LARGE_BYTES:
         warnings.warn(f"this attention view embeds {len(packed.packed) / 2**20:.0f} MB of weights; slice the "
@@ -66,7 +71,7 @@ def attention_patterns(tokens, pattern, head_labels=None, title: str | None = No
         "kind": "attention", "title": title, "tokens": [display_token(t) for t in tokens],
         "breaks": line_breaks(tokens), "n_heads": n_heads, "head_labels": heads, "layer_labels": layers,
         "packed": packed.packed, "causal": packed.causal, "lo": packed.lo, "hi": packed.hi,
-        "decimals": packed.decimals, "scale": scale,
+        "decimals": packed.decimals, "scale": scale, "layer": layer, "head": head,
     }
     shape = f"{n_layers} layers × " if four_d else ""
     return View([Figure("attention", data, f"attention_patterns {shape}{n_heads} heads × {n_q} tokens")])

@@ -135,7 +135,7 @@
   function attention(body, d, tip) {
     var n = d.tokens.length, values = decodePattern(d);
     var perHead = d.causal ? n * (n + 1) / 2 : n * n;
-    var state = { layer: 0, pinned: 0, shown: 0, focus: null, mark: null };
+    var state = { layer: d.layer || 0, pinned: d.head || 0, shown: d.head || 0, focus: null, mark: null };
 
     function get(layer, head, q, k) {
       if (d.causal && k > q) return NaN;
@@ -152,7 +152,7 @@
       var label = el("label", "msv-control", "Layer ");
       var select = el("select", "msv-layer");
       d.layer_labels.forEach(function (name, i) {
-        var o = el("option", null, name); o.value = String(i); select.appendChild(o);
+        var o = el("option", null, name); o.value = String(i); o.selected = i === state.layer; select.appendChild(o);
       });
       select.addEventListener("change", function () { state.layer = +select.value; markHeads(); drawThumbs(); drawBig(); paintTokens(); });
       label.appendChild(select);

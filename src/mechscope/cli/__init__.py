@@ -1,0 +1,13 @@
+"""``mechscope`` command line. One module per group of commands, all on one typer ``app``:
+``core`` (info, run, models, demo), ``microscope`` (heads, dla, attribute), ``lens`` (lens, lens train, lens eval)."""
+
+from __future__ import annotations
+
+from . import core, lens, microscope  # noqa: F401  (registers the commands)
+from .common import app, console
+from .core import _cache_estimates
+
+__all__ = ["app", "console", "_cache_estimates"]
+
+if __name__ == "__main__":
+    app()

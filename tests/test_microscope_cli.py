@@ -1,0 +1,64 @@
+"""The microscope's results as views and from the shell: every result object renders (``view()``,
+``_repr_html_``), and every command writes ``--json`` and ``--html`` files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import mechscope
+from mechscope.attribution import attribute
+from mechscope.cli import app
+from mechscope.detectors import find_heads
+from mechscope.lens import logit_lens
+
+PROMPT = "the cat sat on the"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mechscope.load("default")
+
+
+def _is_view(html: str) -> bool:
+    return "msv-root" in html and "<script" in html
+
+
+def test_every_result_renders(model):
+    lens = logit_lens(model, PROMPT, targets=" cat")
+    assert _is_view(lens._repr_html_()) and '"kl"' in lens.view().html and 'p(' in lens.view().html
+    attr = attribute(model, PROMPT, " cat", method="ig")
+    assert _is_view(attr._repr_html_()) and "completeness delta" in attr.view().html
+    heads = find_heads(model, n_seqs=2, seg_len=8)
+    assert _is_view(heads._repr_html_()) and heads.view().html.count('"kind":"heatmap"') == 5
+    for by in ("head", "layer", "position", "full", "neuron"):
+        res = mechscope.direct_logit_attribution(model, PROMPT, target=" cat", by=by)
+        assert _is_view(res._repr_html_()), by
+
+
+def test_dla_view_needs_one_prompt_at_one_position(model):
+    res = mechscope.direct_logit_attribution(model, [PROMPT, "i saw one two"], target=" cat", by="head")
+    with pytest.raises(mechscope.InputError, match="one prompt"):
+        res.view()
+
+
+@pytest.mark.parametrize("args", [
+    ["heads", "default", "--n-seqs", "2", "--seg-len", "8"],
+    ["dla", "default", PROMPT, "--target", " cat", "--by", "head"],
+    ["lens", "default", PROMPT],
+    ["attribute", "default", PROMPT, "--target", " cat", "--method", "ig", "--steps", "16"],
+])
+def test_commands_write_json_and_html(args, tmp_path):
+    out_json, out_html = tmp_path / "out.json", tmp_path / "out.html"
+    res = CliRunner().invoke(app, [*args, "--json", str(out_json), "--html", str(out_html)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out_json.read_text())
+    html = out_html.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "msv-root" in html and "https://" not in html
+
+
+def test_unwritable_output_is_a_sentence(tmp_path):
+    res = CliRunner().invoke(app, ["lens", "default", PROMPT, "--json", str(tmp_path / "missing" / "x.json")])
+    assert res.exit_code == 2 and "cannot write" in res.output and "Traceback" not in res.output
