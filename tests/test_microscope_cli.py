@@ -62,3 +62,18 @@ def test_commands_write_json_and_html(args, tmp_path):
 def test_unwritable_output_is_a_sentence(tmp_path):
     res = CliRunner().invoke(app, ["lens", "default", PROMPT, "--json", str(tmp_path / "missing" / "x.json")])
     assert res.exit_code == 2 and "cannot write" in res.output and "Traceback" not in res.output
+
+
+def test_demo_and_lens_train_write_json(tmp_path):
+    res = CliRunner().invoke(app, ["demo", "--no-real", "--json", str(tmp_path / "demo.json"), "--html", ""])
+    assert res.exit_code == 0, res.output
+    numbers = json.loads((tmp_path / "demo.json").read_text())["default"]
+    assert numbers["loss_second"] < numbers["loss_first"] and numbers["lens"]["prompts"]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the big red ball . she saw one two three four .\n" * 40)
+    res = CliRunner().invoke(app, ["lens", "train", "default", "--data", str(corpus), "--out", str(tmp_path / "lens"),
+                                   "--steps", "3", "--seq-len", "16", "--batch-size", "2", "--holdout-rows", "2",
+                                   "--json", str(tmp_path / "train.json")])
+    assert res.exit_code == 0, res.output
+    history = json.loads((tmp_path / "train.json").read_text())["history"]
+    assert [h["step"] for h in history] == [0, 1, 2] and all(h["mean_kl"] >= 0 for h in history)

@@ -222,3 +222,17 @@ def attribution_findings(model: Model, console: Console, prompt: str, target, *,
     console.print(f"[bold]{title}[/bold] (integrated gradients, {attr.params.get('n_steps')} steps; completeness "
                   f"delta {100 * attr.delta:.2f}%):\n  {shown}", soft_wrap=True)
     return attr
+
+
+def numbers(result: dict) -> dict:
+    """The JSON-ready numbers of a :func:`report` or :func:`real_model_report` result (no views, no tensors)."""
+    out = {}
+    for key, value in result.items():
+        if key == "views":
+            continue
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        elif isinstance(value, torch.Tensor):
+            value = value.tolist()
+        out[key] = value
+    return out

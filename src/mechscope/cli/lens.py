@@ -69,7 +69,8 @@ def lens_train(model: str = typer.Argument(..., help=MODEL_HELP),
                lr: float = typer.Option(1.0, help="tuned-lens's lr_scale."),
                holdout_rows: int = typer.Option(320, help="Rows at the end of the corpus never trained on."),
                checkpoint_every: int = typer.Option(10, help="Steps between checkpoints."),
-               resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out.")):
+               resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+               json_path: str = typer.Option(None, "--json", help=JSON_HELP + " The set-up and the mean KL per step.")):
     """Train a tuned lens on a corpus, with a progress bar and resumable checkpoints."""
     from ..lens import TrainConfig, train
 
@@ -77,10 +78,14 @@ def lens_train(model: str = typer.Argument(..., help=MODEL_HELP),
     try:
         cfg = TrainConfig(steps=steps, seq_len=seq_len, batch_size=batch_size, positions_per_step=positions or None,
                           optimizer=optimizer, lr=lr, holdout_rows=holdout_rows, checkpoint_every=checkpoint_every)
-        train(m, data, out, cfg, resume=resume)
+        lens = train(m, data, out, cfg, resume=resume)
     except (MechscopeError, OSError) as e:  # the sentence, not a traceback
         raise fail(e) from None
     console.print(f"tuned lens saved in {out}")
+    from dataclasses import asdict
+
+    write_json(json_path, {"model": model, "data": data, "out": out, "config": asdict(cfg),
+                           "history": [{"step": s, "mean_kl": kl} for s, kl in lens.history]})
 
 
 @lens_app.command("eval")

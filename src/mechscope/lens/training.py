@@ -124,7 +124,8 @@ def kl_loss(lens_logits: Tensor, final_logp: Tensor) -> Tensor:
 def train(model, data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | None = None, *,
           resume: bool = False, show_progress: bool = True) -> TunedLens:
     """Train a tuned lens for ``model`` on corpus ``data`` (see ``lens.data``) and save it in folder ``out``
-    (``cfg.json`` + ``params.safetensors``, plus ``checkpoint.safetensors`` for resuming). Returns the lens."""
+    (``cfg.json`` + ``params.safetensors``, plus ``checkpoint.safetensors`` for resuming). Returns the lens, with
+    ``lens.history``: ``[(step, mean KL over layers before that step)]`` for the steps this call ran."""
     cfg = cfg or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,11 +142,13 @@ def train(model, data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConf
     frozen = [p for p in model.hf_model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)  # the unembedding's weight gradient would double the cost of every step
+    history: list[tuple[int, float]] = []
     try:
         with progress.task("training tuned lens", total=cfg.steps, enabled=show_progress) as bar:
             bar.update(step)
             while step < cfg.steps:
                 loss = train_step(model, lens, opt, rows, cfg, step)
+                history.append((step, loss))
                 step += 1
                 bar.update(1, note=f"KL {loss:.3f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -154,6 +157,7 @@ def train(model, data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConf
         for p in frozen:
             p.requires_grad_(True)
     lens.save(out)
+    lens.history = history
     return lens
 
 

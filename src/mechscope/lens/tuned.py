@@ -85,6 +85,8 @@ class TunedLens(nn.Module):
     def __init__(self, config: TunedLensConfig, unembed: Unembed | None = None) -> None:
         super().__init__()
         self.config = config
+        self.history: list[tuple[int, float]] = []
+        """``(step, mean KL)`` of the training steps run by the ``train`` call that returned this lens."""
         translator = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         nn.init.zeros_(translator.weight)
         if translator.bias is not None:
