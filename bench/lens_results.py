@@ -36,9 +36,9 @@ RUNS = {
     "smollm2": dict(
         model="smollm2-135m",
         data=SHARED / "data" / "wikitext-2-raw-test" / "wiki.test.raw",
-        train=TrainConfig(steps=30, seq_len=128, batch_size=4, positions_per_step=128, holdout_rows=16,
+        train=TrainConfig(steps=150, seq_len=128, batch_size=4, positions_per_step=128, holdout_rows=16,
                           train_rows=2048, checkpoint_every=5),
-        eval_rows=8,
+        eval_rows=16,
     ),
 }
 
