@@ -314,6 +314,15 @@ def apply_ln_to_stack(cache, residual_stack: Tensor, layer: int | None = None, m
     scale = pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln_to_stack"), dim=-2)
     if batch_slice.mode != "identity" and cache.has_batch_dim:
         scale = batch_slice.apply(scale, dim=0)
+    if residual_stack.ndim < 2 or residual_stack.shape[1:-1] != scale.shape[:-1]:
+        # Broadcasting would otherwise divide silently by the wrong positions' scales (a full-length stack with an
+        # int pos_slice divides every position by that one position's scale when batch is 1).
+        raise InputError(
+            f"residual_stack {tuple(residual_stack.shape)} does not line up with the cached scale "
+            f"{tuple(scale.shape[:-1])} (batch and position axes after pos_slice={pos_slice.slice!r}"
+            f"{'' if batch_slice.mode == 'identity' else f', batch_slice={batch_slice.slice!r}'}); build the stack "
+            "with the same pos_slice (e.g. cache.decompose_resid(pos_slice=-1)) so it is [component, "
+            f"{', '.join(map(str, scale.shape[:-1]))}, d_model].")
     return residual_stack / scale
 
 
