@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .errors import HookNameError, InputError, InputTypeError, UnsupportedModelError, type_name
 from .families.base import resolve
-from .weights import _io
+from .weights import _io, _real
 
 NEEDED = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
           "hook_mlp_out", "hook_mixer_out", "attn.hook_z", "attn.hook_result", "mlp.hook_post", "hook_scale")
@@ -418,7 +418,8 @@ def head_weights(cache, layer: int) -> tuple[Tensor, Tensor]:
     o = _layout(cache).heads_module(layer)
     w = _io(o)
     n = _model(cache).hook_dict[f"blocks.{layer}.attn.hook_z"].shape[2]  # per layer (Inkling's layers differ)
-    b = o.bias if getattr(o, "bias", None) is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
+    b = _real(o, "bias")
+    b = b if b is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
     return w.detach().reshape(n, w.shape[0] // n, w.shape[1]), b.detach()
 
 
@@ -534,7 +535,7 @@ def _neuron_weights(cache, layer: int, neuron_slice: Slice) -> tuple[Tensor, Ten
     """(neuron activations' reader ``W_out [d_mlp, d_model]``, output bias ``b_out [d_model]``) of ``layer``."""
     down = _layout(cache).mlp_down(layer)
     w = _io(down)
-    b = getattr(down, "bias", None)
+    b = _real(down, "bias")
     b = b if b is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
     return neuron_slice.apply(w.detach(), dim=0), b.detach()
 

@@ -1,0 +1,82 @@
+"""Regression tests for defects found reviewing issue 6's merged microscope: a residual stack that does not line up
+with the cached scale, models offloaded by accelerate (meta weights outside the forward), the CLI run as a module,
+and a tuned-lens path that is a file."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate import cpu_offload
+
+import mechscope
+from families import make_pair
+from mechscope.errors import InputError, ModelLoadError
+from mechscope.lens import TunedLens, logit_lens
+
+IDS = torch.tensor([[1, 5, 9, 13, 17, 21, 5, 9]])
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma2"])
+def pair(request):
+    """(plain model, the same weights with every module offloaded by accelerate.cpu_offload)."""
+    plain, _ = make_pair(request.param, torch.float32)
+    offloaded = cpu_offload(copy.deepcopy(plain), execution_device=torch.device("cpu"))
+    assert any(p.device.type == "meta" for p in offloaded.parameters())
+    return mechscope.Model.from_hf(plain), mechscope.Model.from_hf(offloaded)
+
+
+def test_misaligned_stack_is_refused_not_broadcast():
+    model = mechscope.Model.from_hf(make_pair("llama", torch.float32)[0])
+    _, cache = model.run_with_cache(IDS)
+    full = cache.decompose_resid()  # [component, 1, pos, d_model]: with pos_slice=-1 it would broadcast silently
+    with pytest.raises(InputError, match="same pos_slice"):
+        cache.logit_attrs(full, 7, pos_slice=-1)
+    with pytest.raises(InputError, match="line up"):
+        cache.apply_ln_to_stack(full[:, :, :3], pos_slice=-1)
+    last = cache.decompose_resid(pos_slice=-1)  # the aligned call still works and sums to the logit
+    total = cache.logit_attrs(last, 7, pos_slice=-1).sum(0) + mechscope.residual.final_bias_terms(model, 7)
+    torch.testing.assert_close(total, model(IDS)[:, -1, 7], rtol=1e-5, atol=1e-5)
+
+
+def test_offloaded_model_cfg_device_is_real(pair):
+    plain, offloaded = pair
+    assert offloaded.cfg.device.type != "meta"
+    assert torch.equal(offloaded.W_U, plain.W_U) and torch.equal(offloaded.b_U, plain.b_U)
+
+
+def test_offloaded_model_residual_and_dla_equal_plain(pair):
+    plain, offloaded = pair
+    (_, c0), (_, c1) = plain.run_with_cache(IDS), offloaded.run_with_cache(IDS)
+    assert torch.equal(c1.get_full_resid_decomposition(), c0.get_full_resid_decomposition())
+    assert torch.equal(c1.logit_attrs(c1.stack_head_results(), 7), c0.logit_attrs(c0.stack_head_results(), 7))
+    for by in ("full", "neuron", "position"):
+        a = mechscope.direct_logit_attribution(offloaded, IDS, 7, by=by)
+        b = mechscope.direct_logit_attribution(plain, IDS, 7, by=by)
+        assert torch.equal(a.values, b.values), by
+
+
+def test_offloaded_model_lenses(pair):
+    plain, offloaded = pair
+    assert logit_lens(offloaded, IDS).exact_final
+    tuned = TunedLens.from_model(offloaded)  # placed on cfg.device: was the meta device
+    assert tuned.run(IDS).exact_final
+    assert torch.equal(tuned.run(IDS).kl, TunedLens.from_model(plain).run(IDS).kl)
+
+
+def test_cli_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "mechscope.cli", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "attribute" in out.stdout and "lens" in out.stdout
+
+
+def test_tuned_lens_path_that_is_a_file(tmp_path):
+    f = tmp_path / "lens.json"
+    f.write_text("{}")
+    model = mechscope.Model.from_hf(make_pair("llama", torch.float32)[0])
+    with pytest.raises(ModelLoadError, match="is a file, not a folder"):
+        TunedLens.load(f, model)
