@@ -194,7 +194,7 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
     if batched_u and u.shape[0] != batch:
         raise InputError(f"one target (or direction) per prompt: got {u.shape[0]} for {batch} prompts.")
     n = model.cfg.n_layers
-    final = residual.Slice(pos).apply(cache[f"blocks.{n - 1}.hook_resid_post"], dim=-2)[None]
+    final = residual.Slice(pos).apply(residual._get(cache, f"blocks.{n - 1}.hook_resid_post", "DLA"), dim=-2)[None]
     ln = (lambda s: residual.apply_ln_to_stack(cache, s, None, pos_slice=pos)) if apply_ln else (lambda s: s)
     logit = _per_batch(ln(final), u, batched_u)[0]
     constant = torch.zeros_like(logit)
@@ -265,10 +265,11 @@ def _by_source_position(cache, model, u: Tensor, batched_u: bool, pos: int | Non
         if v_name not in model.hook_dict:
             raise InputError(f"by='position' needs per-head value vectors, and block {l} of this {model.cfg.family} "
                              "model has no hook_v (its values are expanded from a latent inside attention).")
-        v, pattern = cache[v_name], cache[p_name]  # [b, k, kv, d], [b, h, q, k]
+        v, pattern = residual._get(cache, v_name, "by='position'"), residual._get(cache, p_name, "by='position'")
+        # [b, k, kv, d], [b, h, q, k], on the unembedding's device (a multi-device model's blocks sit on several)
         h = pattern.shape[1]
         v = v.repeat_interleave(h // v.shape[2], dim=2)
-        z = cache[f"blocks.{l}.attn.hook_z"]
+        z = residual._get(cache, f"blocks.{l}.attn.hook_z", "by='position'")
         rebuilt = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
         if not torch.allclose(rebuilt, z, atol=1e-3 * float(z.abs().max()) + 1e-6, rtol=1e-2):
             raise InputError(f"by='position' splits each head's output over the positions it reads, but in this "

@@ -183,9 +183,19 @@ def _model(cache):
     return model
 
 
+def _home(cache) -> torch.device:
+    """Where the algebra works: the unembedding's device (``cfg.device``). A model spread over devices caches each
+    block's activations on that block's device; stacking or summing them needs one device."""
+    return _model(cache).cfg.device
+
+
+def _at_home(cache, name: str) -> Tensor:
+    return cache[name].to(_home(cache))  # no copy where the model sits on one device
+
+
 def _get(cache, name: str, why: str) -> Tensor:
     if name in cache:
-        return cache[name]
+        return _at_home(cache, name)
     hint = name.split(".")[-1]
     raise HookNameError(
         f"{why} needs {name!r}, which this cache does not hold; run model.run_with_cache(..., names_filter=...) "
@@ -262,15 +272,15 @@ def _check_additive(cache, layer: int) -> None:
             if "blocks.0.hook_resid_pre" in cache and lay.has_embed and "hook_embed" in cache and (
                     not lay.has_pos_embed or "hook_pos_embed" in cache):
                 try:
-                    gap(cache["blocks.0.hook_resid_pre"], [cache["hook_embed"]] + (
-                        [cache["hook_pos_embed"]] if lay.has_pos_embed else []), "", "")
+                    gap(_at_home(cache, "blocks.0.hook_resid_pre"), [_at_home(cache, "hook_embed")] + (
+                        [_at_home(cache, "hook_pos_embed")] if lay.has_pos_embed else []), "", "")
                 except UnsupportedModelError:  # a scale, a norm or unhooked sinusoids between embedding and block 0
                     cache.__dict__["_embed_is_resid_pre"] = True
         else:
             names = [h for _, h in _block_parts(cache, l + 1, False, "all") if h.startswith(f"blocks.{l}.")]
             have = [f"blocks.{l}.hook_resid_pre", f"blocks.{l}.hook_resid_post", *names]
             if all(n in cache for n in have):
-                gap(cache[have[1]], [cache[n] for n in (have[0], *names)],
+                gap(_at_home(cache, have[1]), [_at_home(cache, n) for n in (have[0], *names)],
                     f"hook_resid_pre and {', '.join(n.split('.')[-1] for n in names)}", have[1])
         done.add(l)
 
@@ -280,7 +290,7 @@ def _empty(cache, pos_slice: Slice, width: int | None = None) -> Tensor:
     name = next((k for k in cache if k.endswith("hook_resid_post")), None)
     if name is None:
         raise HookNameError("an empty stack needs the residual stream's shape; cache a hook_resid_post.")
-    like = pos_slice.apply(cache[name], dim=-2)
+    like = pos_slice.apply(_at_home(cache, name), dim=-2)
     shape = like.shape if width is None else (*like.shape[:-1], width)
     return torch.zeros(0, *shape, dtype=like.dtype, device=like.device)
 
@@ -311,7 +321,7 @@ def apply_ln_to_stack(cache, residual_stack: Tensor, layer: int | None = None, m
         return x / (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
     if norm.centred:
         residual_stack = residual_stack - residual_stack.mean(-1, keepdim=True)
-    scale = pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln_to_stack"), dim=-2)
+    scale = pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln_to_stack"), dim=-2).to(residual_stack.device)
     if batch_slice.mode != "identity" and cache.has_batch_dim:
         scale = batch_slice.apply(scale, dim=0)
     if residual_stack.ndim < 2 or residual_stack.shape[1:-1] != scale.shape[:-1]:
@@ -379,7 +389,7 @@ def _embeds(cache, pos_slice: Slice) -> list[tuple[str, Tensor]]:
     one ``embed`` component that is ``blocks.0.hook_resid_pre``, what actually enters block 0."""
     lay = _layout(cache)
     if cache.__dict__.get("_embed_is_resid_pre"):
-        return [("embed", pos_slice.apply(cache["blocks.0.hook_resid_pre"], dim=-2))]
+        return [("embed", pos_slice.apply(_at_home(cache, "blocks.0.hook_resid_pre"), dim=-2))]
     out = []
     if lay.has_embed:
         out.append(("embed", pos_slice.apply(_get(cache, "hook_embed", "the embedding component"), dim=-2)))
@@ -460,7 +470,7 @@ def _check_sum(cache, layer: int, kind: str) -> None:
         beta = norm.bias(total)
         if beta is not None:
             total = total + beta.detach().to(dt)
-    out = cache[out_name].to(dt)
+    out = _at_home(cache, out_name).to(dt)
     diff, size = float((total - out).abs().max()), float(out.abs().max())
     if diff > max(1e-4, 32 * torch.finfo(cache[out_name].dtype).eps) * size + 1e-30:
         what = "heads' results (hook_z @ W_O)" if kind == "attn" else "neurons' results (hook_post @ W_out)"
@@ -477,7 +487,7 @@ def _head_results(cache, layer: int, pos_slice: Slice) -> Tensor:
     _check_sum(cache, layer, "attn")
     name = f"blocks.{layer}.attn.hook_result"
     if name in cache:
-        r = pos_slice.apply(cache[name], dim=-3)
+        r = pos_slice.apply(_at_home(cache, name), dim=-3)
     else:
         z = pos_slice.apply(_get(cache, f"blocks.{layer}.attn.hook_z", "per-head results"), dim=-3)
         w_o, _ = head_weights(cache, layer)
@@ -527,7 +537,8 @@ def _stream(cache, layer: int, mlp_input: bool, pos_slice: Slice) -> Tensor:
 def stack_activation(cache, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> Tensor:
     """``cache[activation_name, l, sublayer_type]`` stacked over the blocks before ``layer``: ``[layers, ...]``."""
     layer = _layer(cache, layer)
-    return torch.stack([cache[(activation_name, l, sublayer_type)] if sublayer_type else cache[(activation_name, l)]
+    return torch.stack([(cache[(activation_name, l, sublayer_type)] if sublayer_type else cache[(activation_name, l)])
+                        .to(_home(cache))
                         for l in range(layer)])
 
 
@@ -631,6 +642,7 @@ def _bias(cache, layer: int, mlp_input: bool, include_mlp_biases: bool, pos_slic
 
     def add(b: Tensor, l: int, kind: str):
         nonlocal total
+        b = b.to(_home(cache))
         norm, scale = _post_norm(cache, l, kind, pos_slice)
         if norm is not None:
             b = _through(norm, b, scale)

@@ -123,7 +123,7 @@ class TunedLens(nn.Module):
         if h.shape[-1] != self.config.d_model:
             raise InputError(f"hidden state {idx} is {h.shape[-1]} wide but this tuned lens's translators are "
                              f"{self.config.d_model} wide (its d_model); pass the residual stream of its model.")
-        x = h.to(t.weight.dtype)
+        x = h.to(t.weight.device, t.weight.dtype)  # a multi-device model's early layers sit elsewhere
         return (x + t(x)).to(h.dtype)
 
     def forward(self, h: Tensor, idx: int) -> Tensor:
