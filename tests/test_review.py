@@ -80,3 +80,16 @@ def test_tuned_lens_path_that_is_a_file(tmp_path):
     model = mechscope.Model.from_hf(make_pair("llama", torch.float32)[0])
     with pytest.raises(ModelLoadError, match="is a file, not a folder"):
         TunedLens.load(f, model)
+
+
+@pytest.mark.parametrize("key", ["llama", "gpt2", "gpt_neox", "gemma3"])
+def test_projected_decomposition_into_an_mlp_uses_the_pre_mlp_norm(key):
+    """get_full_resid_decomposition(mlp_input=True, apply_ln=True, project_output_onto=p) folds the norm into the
+    neurons' projection; it used the pre-attention norm's scale for them (as TransformerLens 3.9 does), so the
+    neurons disagreed with the unprojected decomposition times p."""
+    model = mechscope.Model.from_hf(make_pair(key, torch.float32)[0])
+    _, cache = model.run_with_cache(IDS)
+    p = torch.randn(model.cfg.d_model, 3, generator=torch.Generator().manual_seed(0))
+    folded = cache.get_full_resid_decomposition(1, mlp_input=True, apply_ln=True, project_output_onto=p)
+    plain = cache.get_full_resid_decomposition(1, mlp_input=True, apply_ln=True) @ p
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)

@@ -587,7 +587,7 @@ def get_neuron_results(cache, layer: int, neuron_slice=None, pos_slice=None,
 
 def stack_neuron_results(cache, layer: int, pos_slice=None, neuron_slice=None, return_labels: bool = False,
                          incl_remainder: bool = False, apply_ln: bool = False,
-                         project_output_onto: Tensor | None = None):
+                         project_output_onto: Tensor | None = None, *, _mlp_input: bool = False):
     """Every neuron's contribution from blocks before ``layer``, ``[layer * neuron, *batch_and_pos, d_model]``
     labelled ``L{l}N{n}`` (or projected: last axis ``n_outs``, or none for a ``[d_model]`` projection). Blocks
     without a dense MLP (mixture of experts, mixers) are refused: use ``expand_neurons=False`` decompositions."""
@@ -600,7 +600,7 @@ def stack_neuron_results(cache, layer: int, pos_slice=None, neuron_slice=None, r
                              f"{type_name(project_output_onto)}.")
     ln = None
     if apply_ln and project_output_onto is not None:  # fold the norm in: no [..., neuron, d_model] tensor
-        prefix = lay.input_norm(layer, False)
+        prefix = lay.input_norm(layer, _mlp_input)  # get_full_resid_decomposition(mlp_input=True): the pre-MLP norm
         ln = (lay.norm(prefix), pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln"), dim=-2))
     comps, labels = [], []
     for l in range(layer):
@@ -698,7 +698,8 @@ def get_full_resid_decomposition(cache, layer: int | None = None, mlp_input: boo
     comps = [finish(heads)]
     if expand_neurons:
         neurons, n_labels = stack_neuron_results(cache, layer, pos_slice=pos_slice, return_labels=True,
-                                                 apply_ln=ln_folded, project_output_onto=project_output_onto)
+                                                 apply_ln=ln_folded, project_output_onto=project_output_onto,
+                                                 _mlp_input=mlp_input)
         if project_output_onto is not None and project_output_onto.ndim == 1:
             neurons = neurons[..., None]
             comps[0] = comps[0][..., None]
