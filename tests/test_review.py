@@ -93,3 +93,11 @@ def test_projected_decomposition_into_an_mlp_uses_the_pre_mlp_norm(key):
     folded = cache.get_full_resid_decomposition(1, mlp_input=True, apply_ln=True, project_output_onto=p)
     plain = cache.get_full_resid_decomposition(1, mlp_input=True, apply_ln=True) @ p
     torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_stack_without_the_batch_axis_of_a_batch_one_cache_still_lines_up():
+    model = mechscope.Model.from_hf(make_pair("llama", torch.float32)[0])
+    _, cache = model.run_with_cache(IDS)
+    stack = cache.decompose_resid()
+    torch.testing.assert_close(cache.apply_ln_to_stack(stack[:, 0], has_batch_dim=False),
+                               cache.apply_ln_to_stack(stack)[:, 0])

@@ -324,7 +324,7 @@ def apply_ln_to_stack(cache, residual_stack: Tensor, layer: int | None = None, m
     scale = pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln_to_stack"), dim=-2).to(residual_stack.device)
     if batch_slice.mode != "identity" and cache.has_batch_dim:
         scale = batch_slice.apply(scale, dim=0)
-    if residual_stack.ndim < 2 or residual_stack.shape[1:-1] != scale.shape[:-1]:
+    if residual_stack.ndim < 2 or _strip_ones(residual_stack.shape[1:-1]) != _strip_ones(scale.shape[:-1]):
         # Broadcasting would otherwise divide silently by the wrong positions' scales (a full-length stack with an
         # int pos_slice divides every position by that one position's scale when batch is 1).
         raise InputError(
@@ -334,6 +334,14 @@ def apply_ln_to_stack(cache, residual_stack: Tensor, layer: int | None = None, m
             "with the same pos_slice (e.g. cache.decompose_resid(pos_slice=-1)) so it is [component, "
             f"{', '.join(map(str, scale.shape[:-1]))}, d_model].")
     return residual_stack / scale
+
+
+def _strip_ones(shape) -> tuple[int, ...]:
+    """``shape`` without leading 1s: a stack without the batch axis of a batch-1 cache still lines up."""
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 def accumulated_resid(cache, layer: int | None = None, incl_mid: bool = False, apply_ln: bool = False,
