@@ -101,3 +101,18 @@ def test_stack_without_the_batch_axis_of_a_batch_one_cache_still_lines_up():
     stack = cache.decompose_resid()
     torch.testing.assert_close(cache.apply_ln_to_stack(stack[:, 0], has_batch_dim=False),
                                cache.apply_ln_to_stack(stack)[:, 0])
+
+
+def test_top_refuses_a_bad_k_with_a_sentence():
+    from mechscope.attribution import attribute
+    from mechscope.detectors import find_heads
+
+    model = mechscope.load("default")
+    heads = find_heads(model, n_seqs=2, seg_len=8)
+    attr = attribute(model, "The cat sat", method="saliency")
+    for bad in (-1, "3", True):
+        with pytest.raises(InputError, match="top takes"):
+            heads.top("induction", bad)
+        with pytest.raises(InputError, match="top takes"):
+            attr.top(bad)
+    assert heads.top("induction", 0) == [] and len(attr.top(2)) == 2
