@@ -116,3 +116,16 @@ def test_top_refuses_a_bad_k_with_a_sentence():
         with pytest.raises(InputError, match="top takes"):
             attr.top(bad)
     assert heads.top("induction", 0) == [] and len(attr.top(2)) == 2
+
+
+def test_cli_json_is_strict(tmp_path):
+    """--json files are read by scripts (JSON.parse, jq): NaN and infinities become null instead of bare NaN."""
+    import json
+
+    from mechscope.cli.common import write_json
+
+    out = tmp_path / "x.json"
+    write_json(str(out), {"kl": [1.0, float("nan")], "top": {"v": float("inf")}, "n": 3, "s": "a"})
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"kl": [1.0, None], "top": {"v": None}, "n": 3, "s": "a"}
