@@ -129,3 +129,29 @@ def test_cli_json_is_strict(tmp_path):
     text = out.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"kl": [1.0, None], "top": {"v": None}, "n": 3, "s": "a"}
+
+
+def test_attribution_explains_the_real_logit_on_ctrl():
+    """CTRL multiplies its embedding output by sqrt(d_model) in place: the runner's embeddings must be the module's
+    output before that (they were the scaled tensor, so f(x) was not the model's logit), and the replacement must
+    not be a leaf the model writes into."""
+    from mechscope.attribution import attribute
+
+    model = mechscope.Model.from_hf(make_pair("ctrl", torch.float32)[0])
+    ids = IDS[:, :5]
+    logit = float(model(ids)[0, -1, 7])
+    for method in ("ig", "occlusion", "saliency"):
+        attr = attribute(model, ids, 7, method=method, baseline=3) if method != "saliency" else \
+            attribute(model, ids, 7, method=method)
+        if attr.value is not None:
+            assert attr.value == pytest.approx(logit, abs=1e-5), method
+    attr = attribute(model, ids, 7, method="ig", baseline=3)
+    assert abs(attr.delta) < 0.05
+
+
+def test_probe_points_of_different_shapes_per_layer_are_refused():
+    from mechscope.probes import collect_activations
+
+    model = mechscope.Model.from_hf(make_pair("gemma4_text", torch.float32)[0])
+    with pytest.raises(InputError, match="differ in shape across layers"):
+        collect_activations(model, torch.randint(3, 50, (4, 6)), hook="z")
