@@ -5,6 +5,7 @@ and a tuned-lens path that is a file."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 
@@ -155,3 +156,15 @@ def test_probe_points_of_different_shapes_per_layer_are_refused():
     model = mechscope.Model.from_hf(make_pair("gemma4_text", torch.float32)[0])
     with pytest.raises(InputError, match="differ in shape across layers"):
         collect_activations(model, torch.randint(3, 50, (4, 6)), hook="z")
+
+
+def test_algebra_stays_on_the_cache_device():
+    """A cache moved to another device (run_with_cache(device=...), cache.to) is worked on where it is; only a cache
+    spread over several devices is gathered on cfg.device."""
+    for key in ("llama", "gpt2"):
+        model = mechscope.Model.from_hf(make_pair(key, torch.float32)[0])
+        _, cache = model.run_with_cache(IDS)
+        want = cache.logit_attrs(cache.get_full_resid_decomposition(pos_slice=-1), 7, pos_slice=-1)
+        model.cfg = dataclasses.replace(model.cfg, device=torch.device("meta"))  # as if the model sat on a GPU and the cache had been moved to the CPU
+        got = cache.logit_attrs(cache.get_full_resid_decomposition(pos_slice=-1), 7, pos_slice=-1)
+        assert got.device.type == "cpu" and torch.equal(got, want)

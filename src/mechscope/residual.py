@@ -184,9 +184,14 @@ def _model(cache):
 
 
 def _home(cache) -> torch.device:
-    """Where the algebra works: the unembedding's device (``cfg.device``). A model spread over devices caches each
-    block's activations on that block's device; stacking or summing them needs one device."""
-    return _model(cache).cfg.device
+    """Where the algebra works: the cache's device when all its tensors share one (``run_with_cache(device="cpu")``
+    keeps the work on the CPU), else the unembedding's (``cfg.device``): a model spread over devices caches each
+    block's activations on that block's device, and stacking or summing them needs one."""
+    home = cache.__dict__.get("_home")
+    if home is None:
+        devices = {t.device for t in cache._store.values()}
+        home = cache.__dict__["_home"] = devices.pop() if len(devices) == 1 else _model(cache).cfg.device
+    return home
 
 
 def _at_home(cache, name: str) -> Tensor:
@@ -666,7 +671,7 @@ def _bias(cache, layer: int, mlp_input: bool, include_mlp_biases: bool, pos_slic
             add(_neuron_weights(cache, l, Slice())[1], l, "ln2_post")
     if total is None:
         model = _model(cache)
-        total = torch.zeros(model.cfg.d_model, dtype=model.cfg.dtype, device=model.cfg.device)
+        total = torch.zeros(model.cfg.d_model, dtype=model.cfg.dtype, device=_home(cache))
     return total
 
 
