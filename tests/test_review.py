@@ -168,3 +168,13 @@ def test_algebra_stays_on_the_cache_device():
         model.cfg = dataclasses.replace(model.cfg, device=torch.device("meta"))  # as if the model sat on a GPU and the cache had been moved to the CPU
         got = cache.logit_attrs(cache.get_full_resid_decomposition(pos_slice=-1), 7, pos_slice=-1)
         assert got.device.type == "cpu" and torch.equal(got, want)
+
+
+def test_dla_refuses_a_position_that_is_padding():
+    model = mechscope.load("default")
+    prompts = ["When Mary and John went to the store", "The cat sat"]
+    with pytest.raises(InputError, match="left padding"):
+        mechscope.direct_logit_attribution(model, prompts, " the", pos=0)
+    both = mechscope.direct_logit_attribution(model, prompts, " the", pos=-1)
+    alone = mechscope.direct_logit_attribution(model, prompts[1], " the", pos=-1)
+    torch.testing.assert_close(both.values[:, 1], alone.values, rtol=1e-4, atol=1e-4)

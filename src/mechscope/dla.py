@@ -188,6 +188,8 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
     names = residual.names_filter if by != "position" else (
         lambda n: residual.names_filter(n) or n.endswith(("attn.hook_pattern", "attn.hook_v")))
     single = isinstance(prompt, str) or (isinstance(prompt, Tensor) and prompt.ndim == 1)
+    if pos is not None and isinstance(prompt, list) and len(prompt) > 1:
+        _check_not_padding(model, prompt, pos)
     _, cache = model.run_with_cache(prompt, names_filter=names, padding_side="left")
     batch = cache["blocks.0.hook_resid_pre"].shape[0]
     batched_u = u.ndim == 2
@@ -239,6 +241,19 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
     where = "every position" if pos is None else f"position {pos}"
     return DLAResult(values.detach(), labels, str_tokens, f"{what} at {where}", by, logit.detach(),
                      constant.detach(), pos)
+
+
+def _check_not_padding(model, prompts: list, pos: int) -> None:
+    """Refuse a position that is left padding in some prompt of a batch (its attributions would be of a pad token)."""
+    mask = model._batch(prompts, None, "left").attention_mask
+    if mask is None or not 0 <= pos + (mask.shape[1] if pos < 0 else 0) < mask.shape[1]:
+        return  # no padding, or out of range: Slice says so with its own sentence
+    padded = (~mask[:, pos].bool()).nonzero()
+    if len(padded):
+        i = int(padded[0, 0])
+        raise InputError(f"pos={pos} is left padding in prompt {i} ({int(mask[i].sum())} tokens, padded to "
+                         f"{mask.shape[1]}): prompts of different lengths are left-padded, so count positions from "
+                         "the end (pos=-1 is every prompt's last token) or attribute that prompt on its own.")
 
 
 def _str_tokens(model, cache, prompt) -> list[list[str]]:
