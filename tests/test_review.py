@@ -140,7 +140,8 @@ def test_attribution_explains_the_real_logit_on_ctrl():
 
     model = mechscope.Model.from_hf(make_pair("ctrl", torch.float32)[0])
     ids = IDS[:, :5]
-    logit = float(model(ids)[0, -1, 7])
+    with torch.no_grad():
+        logit = float(model(ids)[0, -1, 7])
     for method in ("ig", "occlusion", "saliency"):
         attr = attribute(model, ids, 7, method=method, baseline=3) if method != "saliency" else \
             attribute(model, ids, 7, method=method)
