@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .families import Family
+from .devices import execution_device
 from .families.base import has_module, resolve
 
 
@@ -149,5 +150,5 @@ def build_config(hf_model: nn.Module, fam: Family, blocks: nn.ModuleList) -> Mod
         tied_embeddings=unembed.weight is hf_model.get_submodule(fam.embed).weight,
         attn_implementation=hf_model.config._attn_implementation or "eager",
         dtype=unembed.weight.dtype,
-        device=unembed.weight.device,
+        device=execution_device(unembed) or unembed.weight.device,  # not meta where accelerate offloaded it
     )

@@ -261,6 +261,8 @@ class HeadScores:
         """The ``k`` highest-scoring heads for a detector (or ``"bos_attention"``, ``"entropy"``), as
         ``(layer, head, score)``, best first; NaN rows are skipped."""
         s = self._table(detector)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InputError(f"top takes a non-negative int k (how many heads), got {type_name(k)}.")
         flat = s.flatten().nan_to_num(float("-inf"))
         top = flat.topk(min(k, int(s.isfinite().sum())))
         return [(*divmod(int(i), s.shape[1]), float(v)) for v, i in zip(top.values, top.indices)]

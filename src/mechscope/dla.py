@@ -188,13 +188,15 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
     names = residual.names_filter if by != "position" else (
         lambda n: residual.names_filter(n) or n.endswith(("attn.hook_pattern", "attn.hook_v")))
     single = isinstance(prompt, str) or (isinstance(prompt, Tensor) and prompt.ndim == 1)
+    if pos is not None and isinstance(prompt, list) and len(prompt) > 1:
+        _check_not_padding(model, prompt, pos)
     _, cache = model.run_with_cache(prompt, names_filter=names, padding_side="left")
     batch = cache["blocks.0.hook_resid_pre"].shape[0]
     batched_u = u.ndim == 2
     if batched_u and u.shape[0] != batch:
         raise InputError(f"one target (or direction) per prompt: got {u.shape[0]} for {batch} prompts.")
     n = model.cfg.n_layers
-    final = residual.Slice(pos).apply(cache[f"blocks.{n - 1}.hook_resid_post"], dim=-2)[None]
+    final = residual.Slice(pos).apply(residual._get(cache, f"blocks.{n - 1}.hook_resid_post", "DLA"), dim=-2)[None]
     ln = (lambda s: residual.apply_ln_to_stack(cache, s, None, pos_slice=pos)) if apply_ln else (lambda s: s)
     logit = _per_batch(ln(final), u, batched_u)[0]
     constant = torch.zeros_like(logit)
@@ -241,6 +243,19 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
                      constant.detach(), pos)
 
 
+def _check_not_padding(model, prompts: list, pos: int) -> None:
+    """Refuse a position that is left padding in some prompt of a batch (its attributions would be of a pad token)."""
+    mask = model._batch(prompts, None, "left").attention_mask
+    if mask is None or not 0 <= pos + (mask.shape[1] if pos < 0 else 0) < mask.shape[1]:
+        return  # no padding, or out of range: Slice says so with its own sentence
+    padded = (~mask[:, pos].bool()).nonzero()
+    if len(padded):
+        i = int(padded[0, 0])
+        raise InputError(f"pos={pos} is left padding in prompt {i} ({int(mask[i].sum())} tokens, padded to "
+                         f"{mask.shape[1]}): prompts of different lengths are left-padded, so count positions from "
+                         "the end (pos=-1 is every prompt's last token) or attribute that prompt on its own.")
+
+
 def _str_tokens(model, cache, prompt) -> list[list[str]]:
     if model.tokenizer is None:
         return []
@@ -265,10 +280,11 @@ def _by_source_position(cache, model, u: Tensor, batched_u: bool, pos: int | Non
         if v_name not in model.hook_dict:
             raise InputError(f"by='position' needs per-head value vectors, and block {l} of this {model.cfg.family} "
                              "model has no hook_v (its values are expanded from a latent inside attention).")
-        v, pattern = cache[v_name], cache[p_name]  # [b, k, kv, d], [b, h, q, k]
+        v, pattern = residual._get(cache, v_name, "by='position'"), residual._get(cache, p_name, "by='position'")
+        # [b, k, kv, d], [b, h, q, k], on the unembedding's device (a multi-device model's blocks sit on several)
         h = pattern.shape[1]
         v = v.repeat_interleave(h // v.shape[2], dim=2)
-        z = cache[f"blocks.{l}.attn.hook_z"]
+        z = residual._get(cache, f"blocks.{l}.attn.hook_z", "by='position'")
         rebuilt = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
         if not torch.allclose(rebuilt, z, atol=1e-3 * float(z.abs().max()) + 1e-6, rtol=1e-2):
             raise InputError(f"by='position' splits each head's output over the positions it reads, but in this "

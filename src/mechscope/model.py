@@ -591,13 +591,14 @@ class Model:
     @property
     def W_U(self) -> Tensor:
         """Unembedding, ``[d_model, d_vocab]``."""
-        return self.hf_model.get_submodule(self.family.unembed).weight.T
+        return weights._real(self.hf_model.get_submodule(self.family.unembed), "weight").T
 
     @property
     def b_U(self) -> Tensor:
         """Unembedding bias, ``[d_vocab]`` (zeros if none)."""
         head = self.hf_model.get_submodule(self.family.unembed)
-        return head.bias if head.bias is not None else torch.zeros(self.cfg.d_vocab, dtype=self.cfg.dtype, device=self.cfg.device)
+        bias = weights._real(head, "bias")
+        return bias if bias is not None else torch.zeros(self.cfg.d_vocab, dtype=self.cfg.dtype, device=self.cfg.device)
 
     def tokens_to_residual_directions(self, tokens) -> Tensor:
         """``gain * W_U[:, t]``: a token's direction in the final-normalised stream (TransformerLens's ``W_U[:, t]`` on a

@@ -136,7 +136,7 @@ def collect_activations(model, prompts: str | list[str] | Tensor, *, hook: str =
 
         with torch.no_grad():
             model.run_with_hooks(Batch(*batch), fwd_hooks=[(name, save) for name in names], stop_at_layer=stop)
-    acts = torch.stack([torch.cat(out[name]) for name in names])  # (layer, n, ...)
+    acts = _stack_layers(names, [torch.cat(out[name]) for name in names])  # (layer, n, ...)
     return acts.movedim(1, -2) if acts.ndim == 4 else acts  # per-head: (layer, head, n, d_head)
 
 
@@ -162,8 +162,22 @@ def activations_from_cache(cache, hook: str = "resid_post", *, layers: Sequence[
             a = a[None]
         pos = _positions(position, torch.full((a.shape[0],), a.shape[1]))
         acts.append(a[torch.arange(a.shape[0]), pos].float().cpu())
-    out = torch.stack(acts)
+    out = _stack_layers(names, acts)
     return out.movedim(1, -2) if out.ndim == 4 else out
+
+
+def _stack_layers(names: list[str], acts: list[Tensor]) -> Tensor:
+    """``acts`` (one per hook point) stacked on a new leading ``layer`` axis; refused, naming the points, where the
+    layers differ in shape (Gemma 4's and Inkling's layers have different head counts or head sizes)."""
+    shapes = {tuple(a.shape[1:]) for a in acts}
+    if len(shapes) > 1:
+        by_shape = {}
+        for name, a in zip(names, acts):
+            by_shape.setdefault(tuple(a.shape[1:]), []).append(name)
+        groups = "; ".join(f"{s}: {', '.join(n[:3])}{' ...' if len(n) > 3 else ''}" for s, n in by_shape.items())
+        raise InputError(f"the chosen points differ in shape across layers ({groups}), so they cannot be stacked "
+                         "into one (layer, ...) tensor; pass layers= with layers of one shape, or one full hook name.")
+    return torch.stack(acts)
 
 
 # ------------------------------------------------------------------------------------------------- probes

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .errors import HookNameError, InputError, InputTypeError, UnsupportedModelError, type_name
 from .families.base import resolve
-from .weights import _io
+from .weights import _io, _real
 
 NEEDED = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
           "hook_mlp_out", "hook_mixer_out", "attn.hook_z", "attn.hook_result", "mlp.hook_post", "hook_scale")
@@ -183,9 +183,24 @@ def _model(cache):
     return model
 
 
+def _home(cache) -> torch.device:
+    """Where the algebra works: the cache's device when all its tensors share one (``run_with_cache(device="cpu")``
+    keeps the work on the CPU), else the unembedding's (``cfg.device``): a model spread over devices caches each
+    block's activations on that block's device, and stacking or summing them needs one."""
+    home = cache.__dict__.get("_home")
+    if home is None:
+        devices = {t.device for t in cache._store.values()}
+        home = cache.__dict__["_home"] = devices.pop() if len(devices) == 1 else _model(cache).cfg.device
+    return home
+
+
+def _at_home(cache, name: str) -> Tensor:
+    return cache[name].to(_home(cache))  # no copy where the model sits on one device
+
+
 def _get(cache, name: str, why: str) -> Tensor:
     if name in cache:
-        return cache[name]
+        return _at_home(cache, name)
     hint = name.split(".")[-1]
     raise HookNameError(
         f"{why} needs {name!r}, which this cache does not hold; run model.run_with_cache(..., names_filter=...) "
@@ -262,15 +277,15 @@ def _check_additive(cache, layer: int) -> None:
             if "blocks.0.hook_resid_pre" in cache and lay.has_embed and "hook_embed" in cache and (
                     not lay.has_pos_embed or "hook_pos_embed" in cache):
                 try:
-                    gap(cache["blocks.0.hook_resid_pre"], [cache["hook_embed"]] + (
-                        [cache["hook_pos_embed"]] if lay.has_pos_embed else []), "", "")
+                    gap(_at_home(cache, "blocks.0.hook_resid_pre"), [_at_home(cache, "hook_embed")] + (
+                        [_at_home(cache, "hook_pos_embed")] if lay.has_pos_embed else []), "", "")
                 except UnsupportedModelError:  # a scale, a norm or unhooked sinusoids between embedding and block 0
                     cache.__dict__["_embed_is_resid_pre"] = True
         else:
             names = [h for _, h in _block_parts(cache, l + 1, False, "all") if h.startswith(f"blocks.{l}.")]
             have = [f"blocks.{l}.hook_resid_pre", f"blocks.{l}.hook_resid_post", *names]
             if all(n in cache for n in have):
-                gap(cache[have[1]], [cache[n] for n in (have[0], *names)],
+                gap(_at_home(cache, have[1]), [_at_home(cache, n) for n in (have[0], *names)],
                     f"hook_resid_pre and {', '.join(n.split('.')[-1] for n in names)}", have[1])
         done.add(l)
 
@@ -280,7 +295,7 @@ def _empty(cache, pos_slice: Slice, width: int | None = None) -> Tensor:
     name = next((k for k in cache if k.endswith("hook_resid_post")), None)
     if name is None:
         raise HookNameError("an empty stack needs the residual stream's shape; cache a hook_resid_post.")
-    like = pos_slice.apply(cache[name], dim=-2)
+    like = pos_slice.apply(_at_home(cache, name), dim=-2)
     shape = like.shape if width is None else (*like.shape[:-1], width)
     return torch.zeros(0, *shape, dtype=like.dtype, device=like.device)
 
@@ -311,10 +326,27 @@ def apply_ln_to_stack(cache, residual_stack: Tensor, layer: int | None = None, m
         return x / (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
     if norm.centred:
         residual_stack = residual_stack - residual_stack.mean(-1, keepdim=True)
-    scale = pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln_to_stack"), dim=-2)
+    scale = pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln_to_stack"), dim=-2).to(residual_stack.device)
     if batch_slice.mode != "identity" and cache.has_batch_dim:
         scale = batch_slice.apply(scale, dim=0)
+    if residual_stack.ndim < 2 or _strip_ones(residual_stack.shape[1:-1]) != _strip_ones(scale.shape[:-1]):
+        # Broadcasting would otherwise divide silently by the wrong positions' scales (a full-length stack with an
+        # int pos_slice divides every position by that one position's scale when batch is 1).
+        raise InputError(
+            f"residual_stack {tuple(residual_stack.shape)} does not line up with the cached scale "
+            f"{tuple(scale.shape[:-1])} (batch and position axes after pos_slice={pos_slice.slice!r}"
+            f"{'' if batch_slice.mode == 'identity' else f', batch_slice={batch_slice.slice!r}'}); build the stack "
+            "with the same pos_slice (e.g. cache.decompose_resid(pos_slice=-1)) so it is [component, "
+            f"{', '.join(map(str, scale.shape[:-1]))}, d_model].")
     return residual_stack / scale
+
+
+def _strip_ones(shape) -> tuple[int, ...]:
+    """``shape`` without leading 1s: a stack without the batch axis of a batch-1 cache still lines up."""
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 def accumulated_resid(cache, layer: int | None = None, incl_mid: bool = False, apply_ln: bool = False,
@@ -370,7 +402,7 @@ def _embeds(cache, pos_slice: Slice) -> list[tuple[str, Tensor]]:
     one ``embed`` component that is ``blocks.0.hook_resid_pre``, what actually enters block 0."""
     lay = _layout(cache)
     if cache.__dict__.get("_embed_is_resid_pre"):
-        return [("embed", pos_slice.apply(cache["blocks.0.hook_resid_pre"], dim=-2))]
+        return [("embed", pos_slice.apply(_at_home(cache, "blocks.0.hook_resid_pre"), dim=-2))]
     out = []
     if lay.has_embed:
         out.append(("embed", pos_slice.apply(_get(cache, "hook_embed", "the embedding component"), dim=-2)))
@@ -409,7 +441,8 @@ def head_weights(cache, layer: int) -> tuple[Tensor, Tensor]:
     o = _layout(cache).heads_module(layer)
     w = _io(o)
     n = _model(cache).hook_dict[f"blocks.{layer}.attn.hook_z"].shape[2]  # per layer (Inkling's layers differ)
-    b = o.bias if getattr(o, "bias", None) is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
+    b = _real(o, "bias")
+    b = b if b is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
     return w.detach().reshape(n, w.shape[0] // n, w.shape[1]), b.detach()
 
 
@@ -450,7 +483,7 @@ def _check_sum(cache, layer: int, kind: str) -> None:
         beta = norm.bias(total)
         if beta is not None:
             total = total + beta.detach().to(dt)
-    out = cache[out_name].to(dt)
+    out = _at_home(cache, out_name).to(dt)
     diff, size = float((total - out).abs().max()), float(out.abs().max())
     if diff > max(1e-4, 32 * torch.finfo(cache[out_name].dtype).eps) * size + 1e-30:
         what = "heads' results (hook_z @ W_O)" if kind == "attn" else "neurons' results (hook_post @ W_out)"
@@ -467,7 +500,7 @@ def _head_results(cache, layer: int, pos_slice: Slice) -> Tensor:
     _check_sum(cache, layer, "attn")
     name = f"blocks.{layer}.attn.hook_result"
     if name in cache:
-        r = pos_slice.apply(cache[name], dim=-3)
+        r = pos_slice.apply(_at_home(cache, name), dim=-3)
     else:
         z = pos_slice.apply(_get(cache, f"blocks.{layer}.attn.hook_z", "per-head results"), dim=-3)
         w_o, _ = head_weights(cache, layer)
@@ -517,7 +550,8 @@ def _stream(cache, layer: int, mlp_input: bool, pos_slice: Slice) -> Tensor:
 def stack_activation(cache, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> Tensor:
     """``cache[activation_name, l, sublayer_type]`` stacked over the blocks before ``layer``: ``[layers, ...]``."""
     layer = _layer(cache, layer)
-    return torch.stack([cache[(activation_name, l, sublayer_type)] if sublayer_type else cache[(activation_name, l)]
+    return torch.stack([(cache[(activation_name, l, sublayer_type)] if sublayer_type else cache[(activation_name, l)])
+                        .to(_home(cache))
                         for l in range(layer)])
 
 
@@ -525,7 +559,7 @@ def _neuron_weights(cache, layer: int, neuron_slice: Slice) -> tuple[Tensor, Ten
     """(neuron activations' reader ``W_out [d_mlp, d_model]``, output bias ``b_out [d_model]``) of ``layer``."""
     down = _layout(cache).mlp_down(layer)
     w = _io(down)
-    b = getattr(down, "bias", None)
+    b = _real(down, "bias")
     b = b if b is not None else torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
     return neuron_slice.apply(w.detach(), dim=0), b.detach()
 
@@ -566,7 +600,7 @@ def get_neuron_results(cache, layer: int, neuron_slice=None, pos_slice=None,
 
 def stack_neuron_results(cache, layer: int, pos_slice=None, neuron_slice=None, return_labels: bool = False,
                          incl_remainder: bool = False, apply_ln: bool = False,
-                         project_output_onto: Tensor | None = None):
+                         project_output_onto: Tensor | None = None, *, _mlp_input: bool = False):
     """Every neuron's contribution from blocks before ``layer``, ``[layer * neuron, *batch_and_pos, d_model]``
     labelled ``L{l}N{n}`` (or projected: last axis ``n_outs``, or none for a ``[d_model]`` projection). Blocks
     without a dense MLP (mixture of experts, mixers) are refused: use ``expand_neurons=False`` decompositions."""
@@ -579,7 +613,7 @@ def stack_neuron_results(cache, layer: int, pos_slice=None, neuron_slice=None, r
                              f"{type_name(project_output_onto)}.")
     ln = None
     if apply_ln and project_output_onto is not None:  # fold the norm in: no [..., neuron, d_model] tensor
-        prefix = lay.input_norm(layer, False)
+        prefix = lay.input_norm(layer, _mlp_input)  # get_full_resid_decomposition(mlp_input=True): the pre-MLP norm
         ln = (lay.norm(prefix), pos_slice.apply(_get(cache, f"{prefix}.hook_scale", "apply_ln"), dim=-2))
     comps, labels = [], []
     for l in range(layer):
@@ -621,6 +655,7 @@ def _bias(cache, layer: int, mlp_input: bool, include_mlp_biases: bool, pos_slic
 
     def add(b: Tensor, l: int, kind: str):
         nonlocal total
+        b = b.to(_home(cache))
         norm, scale = _post_norm(cache, l, kind, pos_slice)
         if norm is not None:
             b = _through(norm, b, scale)
@@ -636,7 +671,7 @@ def _bias(cache, layer: int, mlp_input: bool, include_mlp_biases: bool, pos_slic
             add(_neuron_weights(cache, l, Slice())[1], l, "ln2_post")
     if total is None:
         model = _model(cache)
-        total = torch.zeros(model.cfg.d_model, dtype=model.cfg.dtype, device=model.cfg.device)
+        total = torch.zeros(model.cfg.d_model, dtype=model.cfg.dtype, device=_home(cache))
     return total
 
 
@@ -676,7 +711,8 @@ def get_full_resid_decomposition(cache, layer: int | None = None, mlp_input: boo
     comps = [finish(heads)]
     if expand_neurons:
         neurons, n_labels = stack_neuron_results(cache, layer, pos_slice=pos_slice, return_labels=True,
-                                                 apply_ln=ln_folded, project_output_onto=project_output_onto)
+                                                 apply_ln=ln_folded, project_output_onto=project_output_onto,
+                                                 _mlp_input=mlp_input)
         if project_output_onto is not None and project_output_onto.ndim == 1:
             neurons = neurons[..., None]
             comps[0] = comps[0][..., None]

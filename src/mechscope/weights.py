@@ -12,17 +12,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .devices import execution_device, parameter
 from .errors import WeightLayoutError
 from .families.base import has_module, resolve
 
 
+def _real(module: nn.Module, name: str) -> Tensor | None:
+    """``module.<name>`` itself, or, where accelerate offloaded it (a ``meta`` tensor outside the forward), the real
+    tensor from the offload map on the module's execution device."""
+    t = getattr(module, name, None)
+    if not isinstance(t, Tensor) or t.device.type != "meta":
+        return t
+    return parameter(module, name, execution_device(module) or torch.device("cpu"))
+
+
 def _io(module: nn.Module) -> Tensor:
     """Weight as ``[in, out]`` for ``nn.Linear`` (stored ``[out, in]``) and GPT-2's ``Conv1D`` (stored ``[in, out]``)."""
-    return module.weight if type(module).__name__ == "Conv1D" else module.weight.T
+    w = _real(module, "weight")
+    return w if type(module).__name__ == "Conv1D" else w.T
 
 
 def _bias(module: nn.Module, n_out: int, like: Tensor) -> Tensor:
-    b = getattr(module, "bias", None)
+    b = _real(module, "bias")
     return b if b is not None else torch.zeros(n_out, dtype=like.dtype, device=like.device)
 
 

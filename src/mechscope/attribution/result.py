@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from ..errors import InputError, type_name
+
 
 class TokenScore(NamedTuple):
     position: int
@@ -52,6 +54,8 @@ class Attribution:
 
     def top(self, k: int = 10, *, by_abs: bool = True) -> list[TokenScore]:
         """The ``k`` tokens with the largest scores (by magnitude unless ``by_abs=False``)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InputError(f"top takes a non-negative int k (how many tokens), got {type_name(k)}.")
         order = (self.scores.abs() if by_abs else self.scores).argsort(descending=True)[:k]
         return [TokenScore(self.positions[i], self.tokens[i], float(self.scores[i])) for i in order.tolist()]
 

@@ -57,7 +57,7 @@ def rollout_matrix(patterns: list[Tensor], residual: float = 0.5) -> Tensor:
     eye = torch.eye(n, dtype=torch.float64, device=patterns[0].device)
     rolled = eye
     for p in patterns:
-        a = (1 - residual) * p.double().mean(0) + residual * eye
+        a = (1 - residual) * p.double().mean(0).to(eye.device) + residual * eye  # layers may sit on other devices
         a = a / a.sum(-1, keepdim=True)
         rolled = a @ rolled
     return rolled.cpu()

@@ -41,15 +41,23 @@ class EmbeddingRunner:
         self.embeds = self.embed(tokens)  # (1, pos, d_model): the prompt's own hook_embed
 
     def embed(self, tokens: Tensor) -> Tensor:
-        """``hook_embed`` of ``tokens (n, pos)``: what the model's embedding module returns for them."""
-        _, cache = self.model.run_with_cache(tokens, names_filter="hook_embed", stop_at_layer=0)
-        return cache["hook_embed"]
+        """``hook_embed`` of ``tokens (n, pos)``: what the model's embedding module returns for them, copied when the
+        hook sees it (CTRL scales that tensor in place right after, so a cached reference would hold the scaled one
+        and the forward would scale it twice)."""
+        out = {}
+
+        def save(act, hook):
+            out["embed"] = act.detach().clone()
+
+        with torch.no_grad():
+            self.model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", save)], stop_at_layer=0)
+        return out["embed"]
 
     def logits(self, embeds: Tensor) -> Tensor:
         """The model's logits with ``hook_embed`` replaced by ``embeds (n, pos, d_model)``: ``(n, kept_pos, d_vocab)``
         (positions from ``self.offset`` on). Differentiable in ``embeds``."""
         def replace(act, hook):
-            return embeds
+            return embeds.clone()  # CTRL scales its embeddings in place: never let a model write into our inputs
 
         tokens = self.tokens.expand(embeds.shape[0], -1)
         return self.model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", replace)], **self._kwargs)

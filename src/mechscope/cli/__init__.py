@@ -8,6 +8,3 @@ from .common import app, console
 from .core import _cache_estimates
 
 __all__ = ["app", "console", "_cache_estimates"]
-
-if __name__ == "__main__":
-    app()

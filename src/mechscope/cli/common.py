@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -54,12 +55,23 @@ def fail(e: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _strict(data):
+    """``data`` with every NaN or infinite float as None: strict JSON (``JSON.parse``, ``jq``) has no NaN."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _strict(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_strict(v) for v in data]
+    return data
+
+
 def write_json(path: str | None, data) -> None:
-    """Write ``data`` to ``path`` as JSON (nothing when ``path`` is None)."""
+    """Write ``data`` to ``path`` as strict JSON (NaN and infinities as null; nothing when ``path`` is None)."""
     if not path:
         return
     try:
-        Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        Path(path).write_text(json.dumps(_strict(data), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     except OSError as e:
         raise fail(OSError(f"cannot write {path!r}: {e.strerror or e}; pass a --json path in a writable folder."))
     console.print(f"[dim]wrote {path}[/dim]")

@@ -292,7 +292,8 @@ def _lens_logits(lens, states: list[Tensor], rows_budget: int):
         if group == 1:
             yield start, lens.forward(states[start], start)
             continue
-        z = lens.unembed(torch.cat([lens.transform_hidden(states[i], i) for i in idxs]))
+        dev = states[n - 1].device  # one device for the group: a multi-device model's layers sit on several
+        z = lens.unembed(torch.cat([lens.transform_hidden(states[i], i).to(dev) for i in idxs]))
         for j, i in enumerate(idxs):
             yield i, z[j * rows:(j + 1) * rows]
         del z

@@ -123,7 +123,7 @@ class TunedLens(nn.Module):
         if h.shape[-1] != self.config.d_model:
             raise InputError(f"hidden state {idx} is {h.shape[-1]} wide but this tuned lens's translators are "
                              f"{self.config.d_model} wide (its d_model); pass the residual stream of its model.")
-        x = h.to(t.weight.dtype)
+        x = h.to(t.weight.device, t.weight.dtype)  # a multi-device model's early layers sit elsewhere
         return (x + t(x)).to(h.dtype)
 
     def forward(self, h: Tensor, idx: int) -> Tensor:
@@ -152,7 +152,8 @@ class TunedLens(nn.Module):
         tensor shapes do not fit the model."""
         path = Path(path)
         if not path.is_dir():
-            raise ModelLoadError(f"tuned lens folder {str(path)!r} does not exist; pass the folder written by "
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise ModelLoadError(f"tuned lens folder {str(path)!r} {what}; pass the folder written by "
                                  "TunedLens.save or `mechscope lens train --out DIR`.")
         cfg_file = next((path / n for n in (CONFIG, "config.json") if (path / n).is_file()), None)
         params = next((path / n for n in (PARAMS, "params.pt") if (path / n).is_file()), None)
