@@ -18,6 +18,7 @@ import torch
 
 import mechscope
 from families import make_pair
+from real import real_model
 from mechscope.attribution import (Loss, Metric, TokenLogit, attention_rollout, attribute, grad_x_input,
                                    integrated_gradients, lime, occlusion, quadrature, saliency, shapley_values)
 from mechscope.errors import InputError, InputTypeError
@@ -283,11 +284,7 @@ def test_bad_input(llama):
 @pytest.mark.real_models
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_ig_defaults_keep_delta_under_5_percent_on_real_models(name):
-    from mechscope.zoo import MODELS
-
-    if not MODELS[name].installed():
-        pytest.skip(f"{name} needs its package: {MODELS[name].pip}")
-    model = mechscope.load(name)
+    model = real_model(name)
     ig = integrated_gradients(model, "The capital of France is", " Paris")  # defaults: auto baseline, IG_STEPS
     assert ig.delta < 0.05, ig
     assert ig.tokens == ["The", " capital", " of", " France", " is"]  # BOS kept, not attributed

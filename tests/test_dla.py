@@ -9,6 +9,7 @@ import torch
 
 import mechscope
 from families import make_pair
+from real import real_model
 from mechscope.errors import InputError
 
 FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text"]
@@ -81,7 +82,7 @@ def _ablated_source_position(model, tokens, k: int) -> float:
 
 def test_head_attribution_matches_ablation(model):
     tokens = _tokens()
-    res = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="head")
+    res = mechscope.direct_logit_attribution(model, tokens, target=T, minus=B, by="head")
     assert res.values.shape == (model.cfg.n_layers * model.cfg.n_heads,)
     for layer, head in ((0, 1), (model.cfg.n_layers - 1, 2)):
         want = _ablated_logit_diff(model, tokens, layer, head)
@@ -95,23 +96,23 @@ def test_full_and_layer_attributions_sum_to_the_logit_difference(model):
         logits = model(tokens)
     want = logits[0, -1, T] - logits[0, -1, B]
     for by in ("layer", "full"):
-        res = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by=by)
+        res = mechscope.direct_logit_attribution(model, tokens, target=T, minus=B, by=by)
         assert abs(float(res.logit - want)) < 1e-5
         assert abs(float(res.values.sum() + res.constant - want)) < 1e-5
-    every = mechscope.direct_logit_attribution(model, tokens, target=T, by="layer", pos=None)
+    every = mechscope.direct_logit_attribution(model, tokens, target=T, by="layer", position=None)
     assert every.values.shape == (len(every.labels), 7)
     torch.testing.assert_close(every.values.sum(0) + every.constant, logits[0, :, T], atol=1e-5, rtol=0)
 
 
 def test_neurons_positions_and_heads_agree(model):
     tokens = _tokens()
-    heads = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="head")
-    pos = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="position")
+    heads = mechscope.direct_logit_attribution(model, tokens, target=T, minus=B, by="head")
+    pos = mechscope.direct_logit_attribution(model, tokens, target=T, minus=B, by="position")
     assert pos.values.shape == (7,)
     assert abs(float(pos.values.sum() - heads.values.sum())) < 1e-5  # every head's output split by source position
     want = _ablated_source_position(model, tokens, 2)
     assert abs(float(pos.values[2]) - want) < 1e-5 * max(1.0, abs(want))
-    neurons = mechscope.direct_logit_attribution(model, tokens, target=T, baseline=B, by="neuron")
+    neurons = mechscope.direct_logit_attribution(model, tokens, target=T, minus=B, by="neuron")
     _, cache = model.run_with_cache(tokens)
     u = model.tokens_to_residual_directions(T) - model.tokens_to_residual_directions(B)
     stack = cache.stack_neuron_results(model.cfg.n_layers, pos_slice=-1, apply_ln=True)[:, 0]
@@ -164,7 +165,7 @@ def test_cli(tmp_path):
     from mechscope.cli import app
 
     out = tmp_path / "dla.json"
-    result = CliRunner().invoke(app, ["dla", "default", "i saw one two three", "--target", " four", "--baseline",
+    result = CliRunner().invoke(app, ["dla", "default", "i saw one two three", "--target", " four", "--minus",
                                       " five", "--by", "layer", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "0_mlp_out" in result.output and "sum to" in result.output
@@ -190,18 +191,14 @@ def test_softcapped_logits_are_attributed_before_the_cap():
 @pytest.mark.real_models
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_ioi_on_real_models(name):
-    from mechscope.zoo import MODELS
-
-    if not MODELS[name].installed():
-        pytest.skip(f"{name} needs its package: {MODELS[name].pip}")
-    model = mechscope.load(name)
+    model = real_model(name)
     prompt = "When Mary and John went to the store, John gave a drink to"
     with torch.no_grad():
         logits = model(prompt)
     mary, john = model.to_single_token(" Mary"), model.to_single_token(" John")
     want = float(logits[0, -1, mary] - logits[0, -1, john])
-    res = mechscope.direct_logit_attribution(model, prompt, target=" Mary", baseline=" John", by="full")
+    res = mechscope.direct_logit_attribution(model, prompt, target=" Mary", minus=" John", by="full")
     assert want > 0 and abs(float(res.values.sum() + res.constant) - want) < 1e-3 * max(1.0, want)
-    heads = mechscope.direct_logit_attribution(model, prompt, target=" Mary", baseline=" John", by="head")
+    heads = mechscope.direct_logit_attribution(model, prompt, target=" Mary", minus=" John", by="head")
     label, value = heads.top(1)[0]
     assert value == pytest.approx(float(res.values[res.labels.index(label)]), abs=1e-4)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import mechscope
 from families import make_pair
+from real import real_model
 from mechscope.cli import app
 from mechscope.lens import LogitLens, TrainConfig, TunedLens, evaluate, layer_labels, logit_lens, resid_names, train
 from mechscope.lens.data import split
@@ -262,11 +263,7 @@ def test_lens_cli(tinystories, shared, tmp_path):
 @pytest.mark.real_models
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_real_model_final_layer_exact(name):
-    from mechscope.zoo import MODELS
-
-    if not MODELS[name].installed():
-        pytest.skip(f"{name} needs its package: {MODELS[name].pip}")
-    m = mechscope.load(name)
+    m = real_model(name)
     res = logit_lens(m, "When Mary and John went to the store, John gave a drink to", targets=[" Mary", " John"])
     assert res.exact_final
     assert res.top_strings[-1][0][-1][0] == " Mary" and res.target_ranks[-1, 0, -1, 0] == 1

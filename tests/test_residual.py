@@ -13,6 +13,7 @@ import torch
 
 import mechscope
 from families import make_pair
+from real import real_model
 from mechscope import residual
 from mechscope.errors import HookNameError, InputError, UnsupportedModelError
 
@@ -201,11 +202,7 @@ def test_moe_blocks_are_one_component_each():
 @pytest.mark.real_models
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_real_models(name):
-    from mechscope.zoo import MODELS
-
-    if not MODELS[name].installed():
-        pytest.skip(f"{name} needs its package: {MODELS[name].pip}")
-    model = mechscope.load(name)
+    model = real_model(name)
     with torch.no_grad():
         logits, cache = model.run_with_cache("When Mary and John went to the store, John gave a drink to",
                                              names_filter=residual.names_filter)

@@ -175,7 +175,7 @@ def test_dla_refuses_a_position_that_is_padding():
     model = mechscope.load("default")
     prompts = ["When Mary and John went to the store", "The cat sat"]
     with pytest.raises(InputError, match="left padding"):
-        mechscope.direct_logit_attribution(model, prompts, " the", pos=0)
-    both = mechscope.direct_logit_attribution(model, prompts, " the", pos=-1)
-    alone = mechscope.direct_logit_attribution(model, prompts[1], " the", pos=-1)
+        mechscope.direct_logit_attribution(model, prompts, " the", position=0)
+    both = mechscope.direct_logit_attribution(model, prompts, " the", position=-1)
+    alone = mechscope.direct_logit_attribution(model, prompts[1], " the", position=-1)
     torch.testing.assert_close(both.values[:, 1], alone.values, rtol=1e-4, atol=1e-4)

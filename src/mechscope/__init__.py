@@ -19,6 +19,18 @@ from .dla import DLAResult, direct_logit_attribution
 
 __version__ = "0.1.0"
 
+# The microscope's subpackages load on first use (``mechscope.lens.logit_lens(...)`` works after ``import mechscope``)
+# so that importing mechscope stays as cheap as the core.
+_SUBMODULES = ("attention_analysis", "attribution", "detectors", "lens", "probes", "views")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'mechscope' has no attribute {name!r}")
+
 __all__ = [
     "ActivationCache", "CacheKeyError", "HookError", "HookFunctionError", "HookNameError", "HookPoint",
     "HookReturnError", "InputError", "InputTypeError", "MechscopeError", "Model", "ModelConfig", "ModelLoadError",

@@ -158,7 +158,7 @@ def real_model_report(model: Model, console: Console, *, name: str = "smollm2-13
     lens = lens_findings(model, console, fact, answer, every=3)
     attr = attribution_findings(model, console, ioi, (" Mary", " John"),
                                 title="which tokens the logit difference ' Mary' − ' John' depends on")
-    dla = direct_logit_attribution(model, ioi, target=" Mary", baseline=" John", by="head")
+    dla = direct_logit_attribution(model, ioi, target=" Mary", minus=" John", by="head")
     console.print(f"[bold]direct logit attribution[/bold]: of the logit difference {float(dla.logit):.2f}, the heads "
                   "writing most directly into it: " + ", ".join(f"{c.label} ({c.value:+.2f})" for c in dla.top(5)))
 

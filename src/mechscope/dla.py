@@ -2,7 +2,7 @@
 or any direction of the residual stream), at the cached forward's own normalisation scales.
 
     res = mechscope.direct_logit_attribution(model, "When Mary and John went to the store, John gave a drink to",
-                                             target=" Mary", baseline=" John", by="head")
+                                             target=" Mary", minus=" John", by="head")
     res.top(5)          # [('L9H2', 1.83), ...]: the heads that push " Mary" over " John" most, directly
     res.values          # (n_layers * n_heads,) one value per label; (component, batch) for several prompts
 
@@ -47,7 +47,7 @@ class DLAResult:
     """One direct-logit-attribution run. ``values[i]`` belongs to ``labels[i]``."""
 
     values: Tensor
-    """``[component]`` for one prompt, ``[component, batch]`` for several (``[..., pos]`` added with ``pos=None``)."""
+    """``[component]`` for one prompt, ``[component, batch]`` for several (``[..., pos]`` added with ``position=None``)."""
     labels: list[str]
     """``L{l}H{h}`` (heads), ``L{l}N{n}`` (neurons), ``embed``/``{l}_attn_out``/``{l}_mlp_out``/``{l}_mixer_out``
     (layers), ``bias`` (``full``), ``{k}:{token}`` (source positions)."""
@@ -62,16 +62,16 @@ class DLAResult:
     constant: Tensor
     """What no component writes (the final norm's bias and ``b_U``, for token targets; zero for directions).
     ``values.sum(0) + constant == logit`` when ``by`` is ``layer`` or ``full``."""
-    pos: int | None = -1
+    position: int | None = -1
     meta: dict = field(default_factory=dict)
 
-    def top(self, k: int = 10, absolute: bool = True) -> list[ComponentScore]:
-        """The ``k`` largest attributions (by magnitude with ``absolute``; averaged over a batch and positions)."""
+    def top(self, k: int = 10, *, by_abs: bool = True) -> list[ComponentScore]:
+        """The ``k`` largest attributions (by magnitude with ``by_abs``; averaged over a batch and positions)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"top takes a positive int k, got {type_name(k)}.")
         v = self.values.float()
         v = v.reshape(v.shape[0], -1).mean(1) if v.ndim > 1 else v
-        order = (v.abs() if absolute else v).argsort(descending=True)[:k]
+        order = (v.abs() if by_abs else v).argsort(descending=True)[:k]
         return [ComponentScore(self.labels[i], float(v[i])) for i in order.tolist()]
 
     def grid(self) -> HeadGrid:
@@ -96,7 +96,7 @@ class DLAResult:
         title = title or f"direct logit attribution by {self.by}: {self.target}"
         if self.values.ndim > 1:
             raise InputError("view() shows one prompt at one position; run direct_logit_attribution on one prompt "
-                             "with an int pos.")
+                             "with an int position.")
         if self.by == "head":
             g = self.grid()
             return heatmap(g.values, g.row_labels, g.col_labels, title=title, center=0.0)
@@ -112,7 +112,7 @@ class DLAResult:
 
     def to_dict(self) -> dict:
         """Plain data for JSON: labels with their values, the tokens, the target and the totals."""
-        return {"target": self.target, "by": self.by, "pos": self.pos, "tokens": self.tokens, "labels": self.labels,
+        return {"target": self.target, "by": self.by, "position": self.position, "tokens": self.tokens, "labels": self.labels,
                 "values": self.values.float().tolist(), "logit": self.logit.float().tolist(),
                 "constant": self.constant.float().tolist()}
 
@@ -121,11 +121,11 @@ class DLAResult:
         return f"DLAResult({self.target}, by {self.by}, {len(self.labels)} components; top: {tops})"
 
 
-def _direction(model, target, baseline, direction) -> tuple[Tensor, Tensor | None, str]:
+def _direction(model, target, minus, direction) -> tuple[Tensor, Tensor | None, str]:
     """(direction in the normalised stream ``[d_model]`` or ``[batch, d_model]``, token ids or None, description)."""
     if direction is not None:
-        if target is not None or baseline is not None:
-            raise InputError("pass either target (and baseline) tokens or a direction, not both.")
+        if target is not None or minus is not None:
+            raise InputError("pass either target (and minus) tokens or a direction, not both.")
         d = model.cfg.d_model
         if not isinstance(direction, Tensor) or direction.ndim not in (1, 2) or direction.shape[-1] != d:
             raise InputError(f"direction must be a tensor [d_model] or [batch, d_model] with d_model="
@@ -133,17 +133,17 @@ def _direction(model, target, baseline, direction) -> tuple[Tensor, Tensor | Non
         return direction, None, "a direction"
     if target is None:
         raise InputError("direct_logit_attribution needs a target: a token (' Mary', or its id), optionally with a "
-                         "baseline token for a logit difference, or direction=<tensor [d_model]>.")
+                         "minus token for a logit difference, or direction=<tensor [d_model]>.")
     ids = residual._token_ids(model, target, "target")
     u = residual.tokens_to_residual_directions(model, ids)
     what = f"logit({_show(model, target)})"
-    if baseline is not None:
-        base = residual._token_ids(model, baseline, "baseline")
+    if minus is not None:
+        base = residual._token_ids(model, minus, "minus")
         if base.shape != ids.shape:
-            raise InputError(f"target and baseline must have the same shape, got {tuple(ids.shape)} and "
+            raise InputError(f"target and minus must have the same shape, got {tuple(ids.shape)} and "
                              f"{tuple(base.shape)}.")
         u = u - residual.tokens_to_residual_directions(model, base)
-        what += f" - logit({_show(model, baseline)})"
+        what += f" - logit({_show(model, minus)})"
         ids = (ids, base)
     else:
         ids = (ids, None)
@@ -168,12 +168,12 @@ def _per_batch(x: Tensor, u: Tensor, batched_u: bool) -> Tensor:
     return (x.to(dt) * u.to(x.device, dt)).sum(-1)
 
 
-def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direction: Tensor | None = None,
-                             by: By = "head", pos: int | None = -1, apply_ln: bool = True) -> DLAResult:
+def direct_logit_attribution(model, prompt, target=None, minus=None, *, direction: Tensor | None = None,
+                             by: By = "head", position: int | None = -1, apply_ln: bool = True) -> DLAResult:
     """Direct logit attribution of ``target`` (a token string or id, one per prompt as a ``[batch]`` tensor), of
-    ``target - baseline``, or of ``direction`` (``[d_model]``: read from the final-normalised stream, or from the raw
-    stream with ``apply_ln=False``), at position ``pos`` (None: every position) of ``prompt`` (text, texts —
-    left-padded so ``pos=-1`` is each prompt's last token — or token ids).
+    ``target - minus``, or of ``direction`` (``[d_model]``: read from the final-normalised stream, or from the raw
+    stream with ``apply_ln=False``), at position ``position`` (None: every position) of ``prompt`` (text, texts —
+    left-padded so ``position=-1`` is each prompt's last token — or token ids).
 
     ``by``: ``layer`` (embeddings and each attention / MLP / mixer output), ``head`` (every head), ``neuron`` (every
     MLP neuron, projected without building ``[neuron, d_model]`` tensors), ``full`` (every head, MLP layer,
@@ -181,10 +181,11 @@ def direct_logit_attribution(model, prompt, target=None, baseline=None, *, direc
     heads' value vectors: ``pattern[q, k] * v_k @ W_O``)."""
     if by not in BY:
         raise InputError(f"by must be one of {', '.join(BY)}, got {by!r}.")
+    pos = position
     if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int)):
-        raise InputTypeError(f"pos must be an int position (negative counts from the end) or None, got "
+        raise InputTypeError(f"position must be an int position (negative counts from the end) or None, got "
                              f"{type_name(pos)}.")
-    u, ids, what = _direction(model, target, baseline, direction)
+    u, ids, what = _direction(model, target, minus, direction)
     names = residual.names_filter if by != "position" else (
         lambda n: residual.names_filter(n) or n.endswith(("attn.hook_pattern", "attn.hook_v")))
     single = isinstance(prompt, str) or (isinstance(prompt, Tensor) and prompt.ndim == 1)
@@ -251,9 +252,9 @@ def _check_not_padding(model, prompts: list, pos: int) -> None:
     padded = (~mask[:, pos].bool()).nonzero()
     if len(padded):
         i = int(padded[0, 0])
-        raise InputError(f"pos={pos} is left padding in prompt {i} ({int(mask[i].sum())} tokens, padded to "
+        raise InputError(f"position={pos} is left padding in prompt {i} ({int(mask[i].sum())} tokens, padded to "
                          f"{mask.shape[1]}): prompts of different lengths are left-padded, so count positions from "
-                         "the end (pos=-1 is every prompt's last token) or attribute that prompt on its own.")
+                         "the end (position=-1 is every prompt's last token) or attribute that prompt on its own.")
 
 
 def _str_tokens(model, cache, prompt) -> list[list[str]]:

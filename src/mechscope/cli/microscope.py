@@ -64,9 +64,9 @@ def heads(model: str = MODEL_ARG,
 @app.command()
 def dla(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="The prompt."),
         target: str = typer.Option(..., help="Token whose logit is attributed (mind the leading space: ' Mary')."),
-        baseline: str = typer.Option(None, help="Attribute target's logit minus this token's."),
+        minus: str = typer.Option(None, help="Attribute target's logit minus this token's (' John')."),
         by: str = typer.Option("head", help="layer, head, neuron, full or position."),
-        pos: int = typer.Option(-1, help="Position attributed (negative counts from the end)."),
+        position: int = typer.Option(-1, help="Position attributed (negative counts from the end)."),
         top: int = typer.Option(10, help="How many components to show."),
         json_path: str = typer.Option(None, "--json", help=JSON_HELP + " Every label and value."),
         html_path: str = typer.Option(None, "--html", help=HTML_HELP)):
@@ -75,7 +75,7 @@ def dla(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="The prom
 
     m = _load(model)
     try:
-        res = mechscope.direct_logit_attribution(m, prompt, target=target, baseline=baseline, by=by, pos=pos)
+        res = mechscope.direct_logit_attribution(m, prompt, target=target, minus=minus, by=by, position=position)
         shown = res.top(top)
     except mechscope.MechscopeError as e:
         raise fail(e) from None
