@@ -220,3 +220,43 @@ def test_points_added_at_run_time_behave_like_model_points(llama, ids):
         llama.reset_hooks()
         llama.remove_point(name)
     assert name not in llama.hook_names()
+
+
+@pytest.mark.parametrize("key, point", [("ctrl", "hook_embed"), ("falcon", "blocks.0.hook_mlp_out")])
+def test_points_that_read_a_copy(key, point):
+    """HF modifies these tensors in place after the hook has seen them (CTRL scales its embedding by sqrt(d_model),
+    Falcon's parallel block adds attention into the MLP output): the cache holds the value at the point, and a hook
+    that edits the copy in place (returning None or the same tensor) changes the model like one returning it."""
+    hf = make_pair(key, torch.float32)[0]
+    model = mechscope.Model.from_hf(hf)
+    ids = torch.tensor([[3, 17, 5, 9, 2, 11]])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids, names_filter=point)
+        if point == "hook_embed":
+            assert torch.equal(cache[point], model.W_E[ids])  # not the in-place scaled tensor
+
+        def halve_in_place(act, hook):
+            act.mul_(0.5)
+
+        def halve_in_place_returned(act, hook):
+            return act.mul_(0.5)
+
+        want = model.run_with_hooks(ids, fwd_hooks=[(point, lambda act, hook: act * 0.5)])
+        assert not torch.equal(want, model(ids))
+        for fn in (halve_in_place, halve_in_place_returned):
+            assert torch.equal(model.run_with_hooks(ids, fwd_hooks=[(point, fn)]), want), fn.__name__
+
+
+def test_copied_points_under_inference_mode():
+    """Inference tensors have no version counter: an in-place edit of a copied read is still written back."""
+    model = mechscope.Model.from_hf(make_pair("ctrl", torch.float32)[0])
+    ids = torch.tensor([[3, 17, 5, 9, 2, 11]])
+
+    def halve_in_place(act, hook):
+        act.mul_(0.5)
+
+    with torch.inference_mode():
+        want = model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda act, hook: act * 0.5)])
+        got = model.run_with_hooks(ids, fwd_hooks=[("hook_embed", halve_in_place)])
+        _, cache = model.run_with_cache(ids, names_filter="hook_embed")
+    assert torch.equal(got, want) and torch.equal(cache["hook_embed"], model.W_E[ids])

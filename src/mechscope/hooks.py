@@ -642,6 +642,8 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
                 raw, changed = routed, True
             continue
         act = e.site.read(raw, ctx)
+        copied = getattr(e.site, "copy", False)
+        version = None if not copied or act.is_inference() else act._version
         try:
             new = e.fn(act, e.point)
         except MechscopeError:
@@ -649,7 +651,9 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
         except Exception as exc:
             raise hook_failure(e, exc) from exc
         if new is None or new is act:
-            continue
+            if not (copied and _edited(act, version, raw)):
+                continue
+            new = act  # an in-place edit of a copied read (Whole(copy=True)): write it back, or it would be lost
         if not e.site.writable:
             raise HookReturnError(
                 f"{e.point.name!r} is read-only (it is computed for analysis, not used by the model); "
@@ -658,6 +662,12 @@ def run_entries(entries: list[Entry], raw: Tensor, ctx) -> tuple[Tensor, bool]:
         new = _check(new, act, e.point)
         raw, changed = e.site.write(raw, new, act, ctx), True
     return raw, changed
+
+
+def _edited(copy: Tensor, version: int | None, raw: Tensor) -> bool:
+    """Whether a hook edited a copied read in place: by its version counter, or (inference tensors have none) by
+    comparing it with the tensor it copies, which HF has not modified yet when the hooks run."""
+    return copy._version != version if version is not None else not torch.equal(copy, raw)
 
 
 def _out_hook(entries: list[Entry]):

@@ -95,7 +95,7 @@ def build_points(hf_model: nn.Module, fam: Family, cfg: ModelConfig, blocks: nn.
     # one of several stacked residual streams (Gemma 3n's AltUp): the one attention and the MLP read and write
     stream = partial(Stream, index=fam.resid_stream) if fam.resid_stream is not None else Whole
     embed = hf_model.get_submodule(fam.embed)
-    add("hook_embed", Whole("out", embed), None, (B, P, d))
+    add("hook_embed", Whole("out", embed, copy=fam.embed_copied), None, (B, P, d))
     if fam.pos_embed:
         add("hook_pos_embed", PerBatch(hf_model.get_submodule(fam.pos_embed), embed), None, (B, P, d))
 

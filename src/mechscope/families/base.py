@@ -204,6 +204,9 @@ class Family:
     mlp_out_copied: bool = False
     """HF adds to the MLP's output in place after the MLP returns (Falcon's parallel block), so hook_mlp_out reads a
     copy: otherwise a cached tensor would silently become mlp_out + attn_out."""
+    embed_copied: bool = False
+    """HF scales the embedding module's output in place after the module returns (CTRL), so hook_embed reads a copy:
+    otherwise a cached hook_embed would silently hold the scaled tensor."""
     config_requires: tuple[tuple[str, object], ...] = ()
     """(config attribute, value) pairs the entry's layout assumes; a config that differs is refused with a clear
     error rather than wrapped with points in the wrong places (e.g. OPT-350m's post-LN blocks)."""

@@ -71,8 +71,9 @@ FAMILIES: tuple[Family, ...] = (
         v="multi_head_attention.Wv", o="multi_head_attention.dense",
         norms={"ln1": "layernorm1", "ln2": "layernorm2"}, norm_type="LN", attn_out="multi_head_attention",
         resid_mid="layernorm2", mlp="ffn", mlp_out="ffn", mlp_gate=None, mlp_in="ffn.0", mlp_down="ffn.2",
-        softmax="native", rotary=False, positions="sinusoidal",
-        notes="hook_embed is the raw token embedding: the model multiplies it by sqrt(d_model) and adds fixed "
+        softmax="native", rotary=False, positions="sinusoidal", embed_copied=True,
+        notes="hook_embed is the raw token embedding: the model multiplies it by sqrt(d_model) (in place, so the "
+        "point reads a copy) and adds fixed "
         "sinusoidal positions (a buffer, so there is no hook_pos_embed) to form blocks.0.hook_resid_pre.",
     ),
     Family(
