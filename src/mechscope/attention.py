@@ -174,6 +174,15 @@ def mechscope_attention(
     return out.transpose(1, 2).contiguous(), pattern
 
 
+def _softmax_dropout_values(state: AttnState, module: nn.Module, scores: torch.Tensor, value: torch.Tensor):
+    """The tail GPT-J's, GPT-Neo's and CodeGen's ``_attn`` share: softmax in the scores' dtype (float32), cast to the
+    values' dtype, ``hook_pattern``, the module's dropout, then the pattern-weighted sum of values."""
+    pattern = F.softmax(scores, dim=-1).to(value.dtype)
+    pattern = _fire(state, "pattern", pattern)
+    pattern = module.attn_dropout(pattern)
+    return torch.matmul(pattern, value), pattern
+
+
 def gptj_attn(module: nn.Module, query, key, value, attention_mask=None):
     """GPT-J's ``GPTJAttention._attn`` with hook points; query/key arrive rotated, ``[b, h, pos, d_head]``."""
     state = _STATE[module]
@@ -186,11 +195,7 @@ def gptj_attn(module: nn.Module, query, key, value, attention_mask=None):
     if attention_mask is not None:
         scores = scores + attention_mask
     scores = _fire(state, "attn_scores", scores, attention_mask)
-    pattern = F.softmax(scores, dim=-1)
-    pattern = pattern.to(value.dtype)
-    pattern = _fire(state, "pattern", pattern)
-    pattern = module.attn_dropout(pattern)
-    return torch.matmul(pattern, value), pattern
+    return _softmax_dropout_values(state, module, scores, value)
 
 
 def gpt_neo_attn(module: nn.Module, query, key, value, attention_mask=None):
@@ -208,11 +213,7 @@ def gpt_neo_attn(module: nn.Module, query, key, value, attention_mask=None):
     if attention_mask is not None:
         scores = scores + attention_mask
     scores = _fire(state, "attn_scores", scores)
-    pattern = F.softmax(scores, dim=-1)
-    pattern = pattern.to(value.dtype)
-    pattern = _fire(state, "pattern", pattern)
-    pattern = module.attn_dropout(pattern)
-    return torch.matmul(pattern, value), pattern
+    return _softmax_dropout_values(state, module, scores, value)
 
 
 def codegen_attn(module: nn.Module, query, key, value, attention_mask=None):
@@ -227,11 +228,7 @@ def codegen_attn(module: nn.Module, query, key, value, attention_mask=None):
         scores = scores + attention_mask
     scores = scores / module.scale_attn
     scores = _fire(state, "attn_scores", scores)
-    pattern = nn.Softmax(dim=-1)(scores)
-    pattern = pattern.to(value.dtype)
-    pattern = _fire(state, "pattern", pattern)
-    pattern = module.attn_dropout(pattern)
-    return torch.matmul(pattern, value), pattern
+    return _softmax_dropout_values(state, module, scores, value)
 
 
 def neox_japanese_attn(module: nn.Module, query, key, value, attention_mask=None):
