@@ -77,3 +77,20 @@ def test_demo_and_lens_train_write_json(tmp_path):
     assert res.exit_code == 0, res.output
     history = json.loads((tmp_path / "train.json").read_text())["history"]
     assert [h["step"] for h in history] == [0, 1, 2] and all(h["mean_kl"] >= 0 for h in history)
+
+
+def test_results_label_tokens_without_a_tokenizer():
+    """A model wrapped without a tokenizer: every result names its tokens '#id' (one convention for all of them),
+    and their views render."""
+    import torch
+    from families import make_pair
+
+    bare = mechscope.Model.from_hf(make_pair("llama", torch.float32)[0])
+    ids = torch.tensor([[3, 17, 5, 9]])
+    lens = logit_lens(bare, ids, targets=7)
+    assert lens.tokens == [["#3", "#17", "#5", "#9"]] and lens.target_strings == ["#7"] and lens.view().html
+    pos = mechscope.direct_logit_attribution(bare, ids, target=7, by="position")
+    assert pos.labels == ["0:#3", "1:#17", "2:#5", "3:#9"] and pos.tokens == [["#3", "#17", "#5", "#9"]]
+    assert pos.view().html
+    attr = attribute(bare, ids, 7, method="grad_x_input", include_bos=True)
+    assert attr.tokens == ["#3", "#17", "#5", "#9"] and attr.view().html

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from . import residual
 from .errors import InputError, InputTypeError, type_name
+from .tokens import token_strings
 
 By = Literal["layer", "head", "neuron", "full", "position"]
 BY = ("layer", "head", "neuron", "full", "position")
@@ -94,18 +95,19 @@ class DLAResult:
         from .views import heatmap, token_colors
 
         title = title or f"direct logit attribution by {self.by}: {self.target}"
-        if self.values.ndim > 1:
+        values = self.values[:, 0] if self.values.ndim == 2 and self.values.shape[1] == 1 else self.values  # batch of 1
+        if values.ndim > 1:
             raise InputError("view() shows one prompt at one position; run direct_logit_attribution on one prompt "
                              "with an int position.")
         if self.by == "head":
             g = self.grid()
-            return heatmap(g.values, g.row_labels, g.col_labels, title=title, center=0.0)
+            return heatmap(g.values.reshape(g.values.shape[:2]), g.row_labels, g.col_labels, title=title, center=0.0)
         if self.by == "position":
-            return token_colors([label.split(":", 1)[1] for label in self.labels], self.values, labels=["DLA"],
+            return token_colors([label.split(":", 1)[1] for label in self.labels], values, labels=["DLA"],
                                 title=title)
         idx = list(range(len(self.labels))) if self.by == "layer" else [
             self.labels.index(c.label) for c in self.top(top)]
-        return heatmap(self.values[idx][None], ["DLA"], [self.labels[i] for i in idx], title=title, center=0.0)
+        return heatmap(values[idx][None], ["DLA"], [self.labels[i] for i in idx], title=title, center=0.0)
 
     def _repr_html_(self) -> str:
         return self.view()._repr_html_()
@@ -233,7 +235,7 @@ def direct_logit_attribution(model, prompt, target=None, minus=None, *, directio
             stack, labels = residual.get_full_resid_decomposition(cache, expand_neurons=False, pos_slice=pos,
                                                                   return_labels=True)
         values = _per_batch(ln(stack), u, batched_u)
-    str_tokens = _str_tokens(model, cache, prompt)
+    str_tokens = _str_tokens(model, prompt)
     if by == "position" and len(str_tokens) == 1:
         labels = [f"{k}:{t}" for k, t in enumerate(str_tokens[0])]
     if single:
@@ -257,14 +259,13 @@ def _check_not_padding(model, prompts: list, pos: int) -> None:
                          "the end (position=-1 is every prompt's last token) or attribute that prompt on its own.")
 
 
-def _str_tokens(model, cache, prompt) -> list[list[str]]:
-    if model.tokenizer is None:
-        return []
+def _str_tokens(model, prompt) -> list[list[str]]:
+    """``[batch][pos]`` the prompt's tokens as strings, padded as the forward was (left)."""
     if isinstance(prompt, Tensor):
         rows = prompt if prompt.ndim == 2 else prompt[None]
     else:
         rows = model.to_tokens(prompt, padding_side="left")
-    return [model.to_str_tokens(r) for r in rows]
+    return token_strings(model.tokenizer, rows)
 
 
 def _by_source_position(cache, model, u: Tensor, batched_u: bool, pos: int | None, ln) -> Tensor:

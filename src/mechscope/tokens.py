@@ -38,6 +38,16 @@ def _encode_one(tok, text: str, prepend_bos: bool) -> list[int]:
     return ids
 
 
+def token_strings(tokenizer, ids: Tensor) -> list:
+    """Each id as its token string (``#id`` when there is no tokenizer), for labels and views: ``(pos,)`` → a list,
+    ``(batch, pos)`` → a list per row."""
+    if ids.ndim == 2:
+        return [token_strings(tokenizer, row) for row in ids]
+    if tokenizer is None:
+        return [f"#{int(t)}" for t in ids]
+    return [tokenizer.decode([int(t)]) for t in ids]
+
+
 def check_token_ids(tokens: Tensor, d_vocab: int | None, what: str = "token input") -> None:
     """Refuse ids outside ``[0, d_vocab)``: one ``aminmax`` over the ids (a few µs), nothing per position."""
     if d_vocab is None or tokens.numel() == 0:

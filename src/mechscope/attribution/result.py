@@ -9,6 +9,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from ..errors import InputError, type_name
+from ..tokens import token_strings
 
 
 class TokenScore(NamedTuple):
@@ -97,9 +98,7 @@ class Attribution:
 
 def build(model, tokens: Tensor, target, method: str, positions: list[int], scores: Tensor, **fields) -> Attribution:
     """An ``Attribution`` for the prompt ``tokens (1, pos)`` and bound ``target``; ``scores (n_positions,)``."""
-    from .runner import str_tokens
-
-    prompt = str_tokens(model, tokens)
+    prompt = token_strings(model.tokenizer, tokens[0])
     return Attribution(method=method, target=target.describe(), tokens=[prompt[p] for p in positions],
                        positions=list(positions), scores=scores.detach().float().cpu(), prompt_tokens=prompt,
                        **fields)

@@ -119,13 +119,6 @@ def prepare(model, input, target=None, position: int = -1, batch_size: int = 16)
     return EmbeddingRunner(model, tokens, as_target(model, target, tokens, position), batch_size)
 
 
-def str_tokens(model, tokens: Tensor) -> list[str]:
-    """The prompt's tokens as strings (``#id`` without a tokenizer)."""
-    if model.tokenizer is None:
-        return [f"#{int(t)}" for t in tokens[0]]
-    return model.to_str_tokens(tokens[0])
-
-
 def masked_values(runner: EmbeddingRunner, positions: list[int], baseline: Tensor, masks: Tensor) -> Tensor:
     """``f`` with each attributed token kept or replaced by its baseline: ``masks (m, n_positions)`` bool, True =
     the real token. Inputs are built one batch at a time, so memory is one batch's. Returns ``(m,)`` float32."""

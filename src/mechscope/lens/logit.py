@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, InputTypeError, UnsupportedModelError, type_name
+from ..tokens import token_strings
 from .unembed import Unembed
 
 DEFAULT_MAX_BYTES = 1 << 29
@@ -78,7 +79,7 @@ class LensResult:
     layer_labels: list[str]
     """One per hidden state: ``0_pre`` … ``{n-1}_pre``, ``final_post``."""
     tokens: list[list[str]]
-    """``[batch][pos]`` the input tokens as strings (empty strings when the model has no tokenizer)."""
+    """``[batch][pos]`` the input tokens as strings (``#id`` when the model has no tokenizer)."""
     token_ids: Tensor
     """``(batch, pos)`` input token ids."""
     mask: Tensor
@@ -188,12 +189,8 @@ def target_ids(model, targets) -> tuple[Tensor, list[str]]:
             ids.append(t)
         else:
             raise InputTypeError(f"each target must be a token string (' Paris') or a token id, got {type_name(t)}.")
-    strings = [_decode(model, [i]) for i in ids]
+    strings = token_strings(model.tokenizer, torch.tensor(ids, dtype=torch.long))
     return torch.tensor(ids, dtype=torch.long), strings
-
-
-def _decode(model, ids: list[int]) -> str:
-    return model.tokenizer.decode(ids) if model.tokenizer is not None else str(ids[0] if len(ids) == 1 else ids)
 
 
 def _check_k(k, d_vocab: int) -> int:
@@ -268,7 +265,7 @@ def run_lens(lens, input, *, k: int = 5, targets=None, max_bytes: int = DEFAULT_
             for name in out:
                 out[name].append(torch.stack(chunk[name]))
     res = {name: torch.cat(v, dim=1).cpu() for name, v in out.items()}
-    str_tokens = _str_tokens(model, tokens)
+    str_tokens = token_strings(model.tokenizer, tokens)
     vocab_str = _vocab_strings(model, res["top_indices"])
     return LensResult(
         lens=getattr(lens, "name", type(lens).__name__), layer_labels=layer_labels(model.cfg.n_layers),
@@ -300,16 +297,10 @@ def _lens_logits(lens, states: list[Tensor], rows_budget: int):
     yield n - 1, lens.forward(states[n - 1], n - 1)
 
 
-def _str_tokens(model, tokens: Tensor) -> list[list[str]]:
-    if model.tokenizer is None:
-        return [[str(int(t)) for t in row] for row in tokens]
-    return [[model.tokenizer.decode([int(t)]) for t in row] for row in tokens]
-
-
 def _vocab_strings(model, indices: Tensor) -> list:
     """``[layer][batch][pos][k]`` strings for ``indices`` ``(layer, batch, pos, k)``, decoding each id once."""
     ids = sorted(set(indices.reshape(-1).tolist()))
-    table = {i: _decode(model, [i]) for i in ids}
+    table = dict(zip(ids, token_strings(model.tokenizer, torch.tensor(ids, dtype=torch.long))))
     return [[[[table[i] for i in kk] for kk in pos] for pos in b] for b in indices.tolist()]
 
 
