@@ -94,3 +94,10 @@ def test_results_label_tokens_without_a_tokenizer():
     assert pos.view().html
     attr = attribute(bare, ids, 7, method="grad_x_input", include_bos=True)
     assert attr.tokens == ["#3", "#17", "#5", "#9"] and attr.view().html
+
+
+def test_attribute_steps_only_where_a_method_has_them(model):
+    res = CliRunner().invoke(app, ["attribute", "default", PROMPT, "--method", "rollout", "--steps", "8"])
+    assert res.exit_code == 2 and "drop --steps" in res.output
+    with pytest.raises(mechscope.InputError, match="takes"):
+        attribute(model, PROMPT, method="rollout", n_samples=8)

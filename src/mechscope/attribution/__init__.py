@@ -38,13 +38,11 @@ def attribute(model, input, target: TargetSpec = None, *, method: Method = "ig",
     fn = METHODS.get(method)
     if fn is None:
         raise InputError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
-    if method == "rollout":
-        if target is not None:
-            raise InputError("attention rollout does not read any logits, so it takes no target; pass position= "
-                             "(the query position, default the last) instead.")
-        return fn(model, input, **kwargs)
+    if method == "rollout" and target is not None:
+        raise InputError("attention rollout does not read any logits, so it takes no target; pass position= "
+                         "(the query position, default the last) instead.")
     try:
-        return fn(model, input, target, **kwargs)
+        return fn(model, input, **kwargs) if method == "rollout" else fn(model, input, target, **kwargs)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             import inspect

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import typer
 from rich.table import Table
 from typer.core import TyperGroup
@@ -82,8 +84,6 @@ def lens_train(model: str = typer.Argument(..., help=MODEL_HELP),
     except (MechscopeError, OSError) as e:  # the sentence, not a traceback
         raise fail(e) from None
     console.print(f"tuned lens saved in {out}")
-    from dataclasses import asdict
-
     write_json(json_path, {"model": model, "data": data, "out": out, "config": asdict(cfg),
                            "history": [{"step": s, "mean_kl": kl} for s, kl in lens.history]})
 

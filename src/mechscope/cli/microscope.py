@@ -119,16 +119,17 @@ def attribute(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="Th
         raise typer.Exit(2)
     m = _load(model)
     kwargs: dict = {"position": position, "include_bos": include_bos}
-    if method != "rollout":
+    if method in ("ig", "occlusion", "shapley", "kernel_shap", "lime"):  # the batched methods with a baseline
         kwargs["batch_size"] = batch_size
-    if method in ("ig", "occlusion", "shapley", "kernel_shap", "lime"):
         kwargs["baseline"] = baseline_token if baseline_token is not None else "auto"
     if steps is not None:
+        if method not in ("ig", "shapley", "kernel_shap", "lime"):
+            console.print(f"[red]error:[/red] --steps sets integration steps (ig) or samples (shapley, kernel_shap, "
+                          f"lime); {method} has neither, so drop --steps.")
+            raise typer.Exit(2)
         kwargs["n_steps" if method == "ig" else "n_samples"] = steps
     if method == "occlusion":
         kwargs["window"] = window
-    if method in ("saliency", "grad_x_input", "rollout"):
-        kwargs.pop("batch_size", None)
     goal = Loss() if loss else (target, minus) if minus is not None else target
     if log_prob and not loss and minus is None:
         goal = TokenLogit(target, position=position, log_prob=True) if target is not None else None
