@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 # The microscope's subpackages load on first use (``mechscope.lens.logit_lens(...)`` works after ``import mechscope``)
 # so that importing mechscope stays as cheap as the core.
-_SUBMODULES = ("attention_analysis", "attribution", "detectors", "lens", "probes", "views")
+_SUBMODULES = ("attention_analysis", "attribution", "detectors", "lens", "patching", "probes", "views")
 
 
 def __getattr__(name: str):
