@@ -6,5 +6,6 @@ of hooks), many variants stacked along the batch in one forward.
 """
 
 from .engine import Variant, run_variants
+from .result import PatchResult
 
-__all__ = ["Variant", "run_variants"]
+__all__ = ["PatchResult", "Variant", "run_variants"]
