@@ -23,6 +23,8 @@ class PatchResult:
     labels: dict[str, list[str]] = field(default_factory=dict)
     metric: str = "metric"                           # what a value is ("normalised logit difference", ...)
     title: str | None = None
+    baselines: dict[str, float] = field(default_factory=dict)
+    """Reference values of the metric, e.g. ``{"clean": 5.3, "corrupted": -0.4}`` for activation patching."""
 
     def __post_init__(self):
         if self.values.dim() != len(self.dims):
@@ -53,7 +55,7 @@ class PatchResult:
 
     def to_dict(self) -> dict:
         return {"dims": list(self.dims), "labels": self.labels, "metric": self.metric, "title": self.title,
-                "values": self.values.detach().float().tolist()}
+                "baselines": self.baselines, "values": self.values.detach().float().tolist()}
 
     def view(self, title: str | None = None):
         """A heatmap: rows are the first axis (or the first two, flattened), columns the last."""
