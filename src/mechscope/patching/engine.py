@@ -11,7 +11,7 @@ whatever the engine stacks behind the scenes, so a function written for ``run_wi
 How the batched path works:
 
 - Variants are stacked along the batch: ``V`` variants × ``B`` rows, variant ``j`` on rows ``j*B:(j+1)*B``, in
-  chunks that fit a memory budget (``max_batch`` rows, or ``memory`` bytes; by default a quarter of what is free).
+  chunks (grouped by the first block they touch, see ``_prefix_chunks``) that fit a memory budget (``max_batch`` rows, or ``memory`` bytes; by default a quarter of what is free).
 - One torch-level hook per hooked point dispatches to each variant's functions on that variant's rows only
   (several per point applied in order; returning a tensor or editing in place and returning None both work).
 - *Prefix reuse*: nothing differs between variants before the earliest hooked block ``L`` of a chunk, so the
@@ -255,8 +255,9 @@ def _batched(model, tokens, variants, finish, fwd, keep, rows, prefix) -> list:
     order = sorted(range(len(variants)), key=lambda i: layers[i])  # chunks share as long a prefix as possible
     out: list = [None] * len(variants)
     can_prefix = prefix and _prefix_exact(model, tokens, fwd, keep) is None
-    for start in range(0, len(order), per_chunk):
-        idx = order[start:start + per_chunk]
+    chunks = (_prefix_chunks(order, layers, per_chunk) if can_prefix else
+              [order[i:i + per_chunk] for i in range(0, len(order), per_chunk)])
+    for idx in chunks:
         layer = layers[idx[0]] if can_prefix and len(idx) > 1 else -1
         try:
             logits = _run_chunk(model, tokens, [variants[i] for i in idx], fwd, keep, layer)
@@ -265,6 +266,27 @@ def _batched(model, tokens, variants, finish, fwd, keep, rows, prefix) -> list:
         for j, i in enumerate(idx):
             out[i] = finish(logits[j * b:(j + 1) * b])
     return out
+
+
+def _prefix_chunks(order: list[int], layers: list[int], per_chunk: int) -> list[list[int]]:
+    """Chunks of at most ``per_chunk`` variants (sorted by first hooked block) that minimise blocks run: the
+    variants first touching block ``L`` join the open chunk (which starts at block ``L0``) only when recomputing
+    blocks ``L0..L`` for each of them costs less than running the prefix ``0..L`` once more in a chunk of their own."""
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and layers[groups[-1][0]] == layers[i]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    chunks: list[list[int]] = []
+    for g in groups:
+        layer = max(layers[g[0]], 0)
+        if chunks and len(chunks[-1]) + len(g) <= per_chunk and \
+                (layer - max(layers[chunks[-1][0]], 0)) * len(g) < layer:
+            chunks[-1].extend(g)
+            continue
+        chunks.extend(g[i:i + per_chunk] for i in range(0, len(g), per_chunk))
+    return chunks
 
 
 def _run_chunk(model, tokens: Tensor, chunk: list, fwd: dict, keep: _Keep, layer: int) -> Tensor:
