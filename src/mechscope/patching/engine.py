@@ -254,7 +254,7 @@ def _batched(model, tokens, variants, finish, fwd, keep, rows, prefix) -> list:
     layers = [_earliest_layer(model, hooks) for hooks in variants]
     order = sorted(range(len(variants)), key=lambda i: layers[i])  # chunks share as long a prefix as possible
     out: list = [None] * len(variants)
-    can_prefix = prefix and _prefix_exact(model, tokens, fwd, keep) is None
+    can_prefix = prefix and len(variants) > 1 and _prefix_exact(model, tokens, fwd, keep) is None
     chunks = (_prefix_chunks(order, layers, per_chunk) if can_prefix else
               [order[i:i + per_chunk] for i in range(0, len(order), per_chunk)])
     for idx in chunks:
