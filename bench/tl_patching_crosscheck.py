@@ -4,8 +4,7 @@
 
 Models as in ``bench/tl_crosscheck.py``: GPT-2 and Pythia-style GPT-NeoX with tiny random weights, and
 TinyStories-656K (Llama, GQA; real weights), all fp32 eager, loaded in TransformerLens without folding. The clean
-and corrupted prompts differ in one token; the metric is the logit difference between two tokens at the last
-position. Each function runs with mechscope's cache and model on one side and TL's on the other.
+and corrupted prompts differ in one token (cat → dog); the metric is logit(cat) − logit(dog) at the last position. Each function runs with mechscope's cache and model on one side and TL's on the other.
 """
 
 from __future__ import annotations
@@ -40,9 +39,10 @@ def main() -> None:
         model = mechscope.Model.from_hf(hf, tok)
         tl = hooked_transformer(hf, tok)
         clean = tok(["The cat sat on the mat and the cat"], return_tensors="pt")["input_ids"]
-        corrupt = clean.clone()
-        corrupt[0, 1] = tok(" dog", add_special_tokens=False)["input_ids"][0]
-        a, w = int(clean[0, 1]), int(corrupt[0, 1])
+        corrupt = tok(["The dog sat on the mat and the cat"], return_tensors="pt")["input_ids"]
+        assert clean.shape == corrupt.shape
+        p = int((clean[0] != corrupt[0]).nonzero()[0])
+        a, w = int(clean[0, p]), int(corrupt[0, p])  # logit(cat) - logit(dog)
         metric = lambda lg: (lg[:, -1, a] - lg[:, -1, w]).mean()  # noqa: E731
         with torch.no_grad():
             _, ms_cache = model.run_with_cache(clean)
