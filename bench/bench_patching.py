@@ -35,7 +35,8 @@ def gpt2_small():
 
     tok = AutoTokenizer.from_pretrained(SHARED / "gpt2-tokenizer")
     torch.manual_seed(0)
-    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_embd=768, n_layer=12, n_head=12, n_positions=1024)
+    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_embd=768, n_layer=12, n_head=12, n_positions=1024,
+                                n_ctx=1024)  # n_ctx: TransformerLens reads it
     cfg._attn_implementation = "eager"
     return AutoModelForCausalLM.from_config(cfg).eval(), tok
 

@@ -179,6 +179,6 @@ def test_metrics_are_differentiable_and_take_strings():
     d = metrics.logit_diff(logits, 5, 9, reduce="none")
     assert d.shape == (2,)
     torch.testing.assert_close(d, logits[:, -1, 5] - logits[:, -1, 9])
-    assert float(metrics.kl(logits, logits)) == pytest.approx(0, abs=1e-6)
+    assert float(metrics.kl(logits, logits).detach()) == pytest.approx(0, abs=1e-6)
     with pytest.raises(mechscope.InputError, match="model="):
         metrics.logit_diff(logits, " Mary", 9)
