@@ -126,7 +126,7 @@ def tl_sweep() -> None:
     hf.config.save_pretrained(folder)
     loading.get_official_model_name = lambda name: name
     tl = HookedTransformer.from_pretrained_no_processing(str(folder), hf_model=hf, tokenizer=tok, device="cpu",
-                                                         dtype=torch.float32, default_prepend_bos=False)
+                                                         dtype=torch.float32, default_prepend_bos=True)  # as mechscope: BOS first
     clean, corrupt = tl.to_tokens(CLEAN), tl.to_tokens(CORRUPT)
     a, w = tl.to_single_token(ANSWER), tl.to_single_token(WRONG)
     metric = lambda lg: (lg[:, -1, a] - lg[:, -1, w]).mean()  # noqa: E731
