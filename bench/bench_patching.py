@@ -60,7 +60,6 @@ def best(fn, repeats: int) -> tuple[float, object]:
 
 
 def sweep(name: str, repeats: int, out) -> dict:
-    import mechscope  # noqa: F401
     from mechscope.patching import get_act_patch_attn_head_out_all_pos, metrics, prefix_reuse
 
     model = load(name)

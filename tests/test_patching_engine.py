@@ -42,7 +42,7 @@ def _variants(model):
     out.append([(f"blocks.{n - 1}.hook_mlp_out", lambda x, hook: torch.zeros_like(x))])
     out.append([])
     out.append([(f"blocks.{n - 1}.hook_resid_post", lambda x, hook: x * 0.9),
-                (f"blocks.0.hook_resid_post", lambda x, hook: x.mul_(1.1))])
+                ("blocks.0.hook_resid_post", lambda x, hook: x.mul_(1.1))])
     return out
 
 
