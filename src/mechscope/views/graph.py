@@ -167,6 +167,8 @@ def _check_acyclic(nodes: list[dict], edges: list[dict]) -> None:
         path.append(at)
         at = into[at][0]
     cycle = path[path.index(at):][::-1]
+    first = cycle.index(min(cycle))  # start from the node given first, so the message is stable
+    cycle = cycle[first:] + cycle[:first]
     names = " → ".join(nodes[i]["name"] for i in cycle + cycle[:1])
     raise InputError(f"the edges form a cycle ({names}); a circuit is a DAG: remove one of these edges.")
 
