@@ -85,6 +85,12 @@ def faithfulness() -> views.View:
 # ------------------------------------------------------------------------------------------ data, no browser
 
 
+def test_new_views_are_self_contained():
+    for v in (tracing(), small_graph(), faithfulness()):
+        assert not re.search(r"\b(src|href)\s*=", v.html) and "http://" not in v.html and "https://" not in v.html
+        assert repr(v).startswith("<View: ")
+
+
 def test_heatmaps_panels_share_labels_and_keep_their_own_scales():
     d = embedded(tracing())[0]
     assert d["kind"] == "heatmaps" and [p["title"] for p in d["panels"]] == ["resid", "mlp", "attn"]

