@@ -486,12 +486,18 @@
             (markCol[c] || markRow[r] ? " msv-marked-cell" : ""), showText && v !== null ? short(v) : "");
           paint(td, colour(panel.scale, v));
           td.setAttribute("data-value", v === null ? "" : String(v));
-          td.addEventListener("mouseenter", function (evt) { focus(k, r, c, evt); });
-          td.addEventListener("mouseleave", function () { focus(k, null, null); });
+          td.msvCell = [r, c];
           tr.appendChild(td); line.push(td);
         });
         tbody.appendChild(tr); grid.push(line);
       });
+      // one listener per table, not two per cell: a 5 × 270 × 15 sweep has 20k cells
+      tbody.addEventListener("mouseover", function (evt) {
+        var at = evt.target.msvCell;
+        if (!at) { if (last) focus(k, null, null); return; }  // a row label
+        if (!(last && last[0] === at[0] && last[1] === at[1] && last[2] === k)) focus(k, at[0], at[1], evt);
+      });
+      tbody.addEventListener("mouseleave", function () { focus(k, null, null); });
       table.appendChild(tbody); wrap.appendChild(table); wrapPanel.appendChild(wrap); box.appendChild(wrapPanel);
       cells.push(grid); heads.push(cols); rowHeads.push(ths);
     });
@@ -511,7 +517,7 @@
         heads[j][c].classList.add("msv-hot"); rowHeads[j][r].classList.add("msv-hot");
         cells[j][r][c].classList.add("msv-focus");
       });
-      last = [r, c];
+      last = [r, c, k];
       var v = d.panels[k].values[r][c];
       var rows = [(many ? d.panels[k].title + ": " : "") + d.row_labels[r] + " \u00d7 " + colName(d, c),
         ["row", d.row_labels[r]], ["column", colName(d, c)], [d.value_name, v === null ? "none (blank)" : fmt(v)]];
