@@ -37,14 +37,14 @@ def cases() -> dict[str, object]:
         if rank[s] < rank[t] and (s, t, port) not in seen:
             seen.add((s, t, port))
             edges.append({"source": s, "target": t, "score": float(rng.normal()), "port": port})
+    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     return {
-        f"layer × head heatmap {LAYERS}×{HEADS}": lambda: views.heatmap(torch.randn(LAYERS, HEADS, generator=g), None, None),
-        f"block_every panels 3×{LAYERS}×{POS}": lambda: views.heatmaps(torch.randn(3, LAYERS, POS, generator=g), None, toks,
-                                                              tokens=True),
-        f"(layer, head) × pos {LAYERS * HEADS}×{POS}": lambda: views.heatmap(torch.randn(LAYERS * HEADS, POS, generator=g),
-                                                                    None, toks, tokens=True),
+        f"layer × head heatmap {LAYERS}×{HEADS}": lambda: views.heatmap(rand(LAYERS, HEADS), None, None),
+        f"block_every panels 3×{LAYERS}×{POS}": lambda: views.heatmaps(rand(3, LAYERS, POS), None, toks, tokens=True),
+        f"(layer, head) × pos {LAYERS * HEADS}×{POS}": lambda: views.heatmap(rand(LAYERS * HEADS, POS), None, toks,
+                                                                            tokens=True),
         f"head_by_pos_every panels 5×{LAYERS * HEADS}×{POS}": lambda: views.heatmaps(
-            torch.randn(5, LAYERS * HEADS, POS, generator=g), None, toks, tokens=True, shared_scale=True),
+            rand(5, LAYERS * HEADS, POS), None, toks, tokens=True, shared_scale=True),
         "circuit graph 302 nodes, 100 edges": lambda: views.circuit_graph(nodes, edges),
         "line chart 3 series × 50 points": lambda: views.line_chart(np.arange(1, 51), torch.rand(3, 50, generator=g)),
     }
@@ -56,7 +56,8 @@ def main() -> None:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     tmp = Path(tempfile.mkdtemp())

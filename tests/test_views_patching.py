@@ -19,7 +19,7 @@ from mechscope import views
 from mechscope.errors import InputError, InputTypeError
 from mechscope.patching import PatchResult, run_variants
 from mechscope.views.charts import log_ticks, nice_ticks
-from test_views import browser, css, hover, page, visible_tip, wait_for  # noqa: F401  (fixtures and helpers)
+from test_views import browser, css, hover, page, visible_tip  # noqa: F401  (fixtures and helpers)
 
 IOI = ["<s>", "When", " Mary", " and", " John", " went", " to", " the", " store", ",", " John", " gave", " a",
        " drink", " to"]
@@ -64,7 +64,8 @@ def circuit(n_edges: int = 100) -> tuple[list[dict], list[dict]]:
 
 
 def small_graph() -> views.View:
-    nodes = [{"name": "emb", "kind": "input"}, {"name": "a0.h1", "layer": 0, "kind": "head", "score": 0.8},
+    nodes = [{"name": "emb", "kind": "input"},
+             {"name": "a0.h1", "layer": 0, "kind": "head", "score": 0.8, "prev_token": 0.93},
              {"name": "m0", "layer": 0, "kind": "mlp"}, {"name": "a1.h3", "layer": 1, "kind": "head"},
              {"name": "logits", "kind": "logits"}]
     edges = [{"source": "emb", "target": "a0.h1", "score": 0.25, "port": "v"},
@@ -133,7 +134,8 @@ def test_patch_result_view_layouts():
     r = PatchResult(v, ("act", "layer", "pos", "head"), {"act": ["z", "q", "k", "v", "pattern"], "pos": IOI},
                     metric="logit diff", title="heads by position")
     d = embedded(r.view())[0]
-    assert d["kind"] == "heatmaps" and d["title"] == "heads by position (logit diff)" and d["value_name"] == "logit diff"
+    assert d["kind"] == "heatmaps" and d["title"] == "heads by position (logit diff)"
+    assert d["value_name"] == "logit diff"
     assert [p["title"] for p in d["panels"]] == ["z", "q", "k", "v", "pattern"]
     assert d["row_labels"] == ["L0 H0", "L0 H1", "L0 H2", "L1 H0", "L1 H1", "L1 H2"] and d["tokens"]
     assert d["col_labels"][2] == "·Mary" and d["shared_scale"]
@@ -181,7 +183,8 @@ def test_patching_sweep_view_shows_what_was_computed(family):
     tokens = [f"t{int(t)}" for t in corrupted[0]]
     d = embedded(PatchResult(values, ("act", "layer", "pos"), {"act": kinds, "pos": tokens},
                              metric="logit diff").view())[0]
-    assert [p["title"] for p in d["panels"]] == kinds and d["row_labels"] == [f"L{i}" for i in range(model.cfg.n_layers)]
+    assert [p["title"] for p in d["panels"]] == kinds
+    assert d["row_labels"] == [f"L{i}" for i in range(model.cfg.n_layers)]
     for panel, grid in zip(d["panels"], values):
         assert panel["values"] == four_digits(grid)
 
@@ -237,6 +240,7 @@ def test_circuit_graph_bad_input_is_a_sentence():
         ([], [], InputError, "nodes is empty"),
         ("a", [], InputTypeError, "list of dicts"),
         ([a, b], [("a", "b")], InputTypeError, "edges[0] must be a dict"),
+        ([{**a, "induction": "high"}], [], InputTypeError, "node 'a''s 'induction' must be a number"),
     ]
     for nodes, edges, error, words in cases:
         if error is None:
@@ -251,7 +255,8 @@ def test_line_chart_data_ticks_and_errors():
     d = embedded(faithfulness())[0]
     assert d["x_ticks"] == [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0] and d["y_ticks"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert d["series"][1]["y"][2] is None and [s["label"] for s in d["series"]] == ["EAP", "EAP-IG"]
-    assert nice_ticks(-0.3, 1.2) == [-0.5, 0.0, 0.5, 1.0, 1.5] and nice_ticks(2.0, 2.0)[0] < 2.0 < nice_ticks(2.0, 2.0)[-1]
+    assert nice_ticks(-0.3, 1.2) == [-0.5, 0.0, 0.5, 1.0, 1.5]
+    assert nice_ticks(2.0, 2.0)[0] < 2.0 < nice_ticks(2.0, 2.0)[-1]
     assert log_ticks(3, 40) == [5.0, 10.0, 20.0]
     one = embedded(views.line_chart(torch.arange(4), torch.tensor([0.5, 1, 2, 4]), labels="loss"))[0]
     assert one["series"][0]["label"] == "loss" and one["x_range"] == [0.0, 3.0]
@@ -341,6 +346,7 @@ def test_circuit_graph_renders_and_responds(page):
     hover(d, css(d, 'g.msv-node[data-node="a0.h1"] rect')[0])
     text = visible_tip(d)
     assert text.splitlines()[0] == "a0.h1" and "head" in text and "0.8" in text and "1 / 2" in text
+    assert "prev_token\n0.93" in text
     shot(d, "circuit_graph_small")
     big = page(views.circuit_graph(*circuit(), title="100 edges"))
     assert len(css(big, "g.msv-edge")) == 100

@@ -37,11 +37,12 @@ def circuit_graph(nodes, edges, title: str | None = None, *, score_name: str = "
 
     ``nodes``: ``[{"name": "a3.h2", "layer": 3, "kind": "input"|"head"|"attn"|"mixer"|"mlp"|"logits",
     "score": optional number}]``; ``layer`` may be left out for the input and the logits (always the bottom and
-    top rows). ``edges``: ``[{"source": name, "target": name, "score": float, "port": "q"|"k"|"v"|None}]``;
-    any other numeric entry of an edge (``"eap_ig": ..., "patching": ...``) is shown with its score on hover.
-    Hover (or click, to pin) an edge for its scores; hover or click a node to bring out its edges.
-    ``score_name`` names an edge's ``score`` in the hover. Unknown node names in edges, duplicate names or edges,
-    edges into the input or out of the logits, and cycles are errors that name the culprit.
+    top rows); any other numeric entry of a node is shown on hover. ``edges``: ``[{"source": name, "target":
+    name, "score": float, "port": "q"|"k"|"v"|None}]``; any other numeric entry of an edge (``"eap_ig": ...,
+    "patching": ...``) is shown with its score on hover. Hover (or click, to pin) an edge for its scores; hover
+    or click a node to bring out its edges. ``score_name`` names an edge's ``score`` in the hover. Unknown node
+    names in edges, duplicate names or edges, edges into the input or out of the logits, and cycles are errors
+    that name the culprit.
     """
     nodes = _check_nodes(nodes)
     index = {n["name"]: i for i, n in enumerate(nodes)}
@@ -95,7 +96,9 @@ def _check_nodes(nodes) -> list[dict]:
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
             raise InputTypeError(f"node {name!r} has layer {layer!r}; a layer is an integer.")
         score = n.get("score")
-        out.append({"name": name, "kind": kind, "layer": layer,
+        extra = {str(k): _number(v, f"node {name!r}'s {k!r}") for k, v in n.items()
+                 if k not in ("name", "kind", "layer", "score") and v is not None}
+        out.append({"name": name, "kind": kind, "layer": layer, "extra": extra,
                     "score": None if score is None else _number(score, f"the score of node {name!r}")})
     return out
 

@@ -652,6 +652,7 @@
       var rows = [n.name, ["kind", n.kind]];
       if (n.layer !== null) rows.push(["layer", String(n.layer)]);
       if (n.score !== null) rows.push(["score", fmt(n.score)]);
+      Object.keys(n.extra).forEach(function (k) { rows.push([k, fmt(n.extra[k])]); });
       rows.push(["edges in / out", nin + " / " + nout]);
       return rows;
     }
