@@ -195,11 +195,13 @@ def test_circuit_graph_layout():
     placed = {n["name"]: n for n in d["nodes"]}
     assert placed["input"]["y"] == max(n["y"] for n in d["nodes"])  # the input at the bottom ...
     assert placed["logits"]["y"] == min(n["y"] for n in d["nodes"])  # ... the logits at the top
-    for layer in range(6):  # one row per layer: its heads, then its MLP to their right, above the layer below
-        row = [placed[f"a{layer}.h{h}"] for h in range(3)] + [placed[f"m{layer}"]]
-        assert len({n["y"] for n in row}) == 1 and max(n["x"] for n in row) == row[-1]["x"]
+    for layer in range(6):  # one row per layer: its heads, then its MLP to their right (a little higher, as it
+        row = [placed[f"a{layer}.h{h}"] for h in range(3)]  # reads them), all above the layer below
+        mlp = placed[f"m{layer}"]
+        assert len({n["y"] for n in row}) == 1 and max(n["x"] for n in row) < mlp["x"]
+        assert row[0]["y"] - 96 < mlp["y"] < row[0]["y"] - mlp["h"]
         if layer:
-            assert row[0]["y"] < placed[f"a{layer - 1}.h0"]["y"]
+            assert mlp["y"] < row[0]["y"] < placed[f"m{layer - 1}"]["y"] < placed[f"a{layer - 1}.h0"]["y"]
     boxes = sorted((n["y"], n["x"] - n["w"] / 2, n["x"] + n["w"] / 2) for n in d["nodes"])
     for (y0, _, r0), (y1, l1, _) in zip(boxes, boxes[1:]):
         assert y0 != y1 or r0 < l1  # no two nodes of a row overlap
@@ -232,6 +234,7 @@ def test_circuit_graph_bad_input_is_a_sentence():
         ([a, b], [e("a", "b", port="o")], InputError, "port 'o'"),
         ([a, b], [e("a", "b"), e("a", "b")], InputError, "given twice"),
         ([a, b], [e("a", "b", port="q"), e("a", "b", port="k")], None, None),  # two ports: two edges
+        ([a, c], [e("a", "c", port="in")], None, None),  # patching.graph's name for an MLP's one input
         ([a, {"name": "in", "kind": "input"}], [e("a", "in")], InputError, "enters the input"),
         ([a, {"name": "out", "kind": "logits"}], [e("out", "a")], InputError, "leaves the logits"),
         ([a, b], [{"source": "a", "target": "b", "score": float("nan")}], InputError, "must be finite"),

@@ -63,7 +63,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     raw = (hi - lo) / max(n - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    first, last = math.floor(lo / step + 1e-6), math.ceil(hi / step - 1e-6)  # float noise is not a new tick
     return [float(f"{k * step:.12g}") for k in range(first, last + 1)]
 
 

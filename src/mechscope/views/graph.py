@@ -3,7 +3,8 @@ edges between them, drawn as SVG.
 
 The layout is computed here so it is testable without a browser: the input at the bottom, the logits at the top,
 one row per layer that has nodes (a layer's heads, or its attention block, on the left, its MLP on the right,
-side by side as in Wang et al.'s and Conmy et al.'s circuit figures). Within a row, nodes are ordered by the mean
+side by side as in Wang et al.'s and Conmy et al.'s circuit figures; the MLP a little higher than the heads when
+both are there, since it reads what they write, so the edge between them is a short rise and not an arc). Within a row, nodes are ordered by the mean
 position of their neighbours (a few sweeps of the barycentre heuristic of Sugiyama et al.), which removes most
 crossings on circuits of ~100 edges. An edge enters a head at its ``q``, ``k`` or ``v`` port (left, middle,
 right of the node's bottom, each labelled); its colour is its sign (red positive, blue negative), its width its
@@ -25,7 +26,8 @@ _LEFT = {"head": 0, "attn": 0, "mixer": 1, "mlp": 2}  # order within a layer's r
 # layout, in pixels
 _ROW = 96        # vertical distance between rows
 _GAP = 16        # least horizontal gap between nodes
-_WIDE = 640      # narrow graphs get wider gaps, up to this width, so their edges spread out
+_WIDE = 860      # narrow graphs get wider gaps, up to this width, so their edges spread out
+_RAISE = 0.4     # a layer's MLP sits this fraction of a row above its attention: the attn → MLP edge is visible
 _H = 24          # node height
 _MARGIN = 40
 _GUTTER = 64     # room for the row labels at the left
@@ -38,7 +40,7 @@ def circuit_graph(nodes, edges, title: str | None = None, *, score_name: str = "
     ``nodes``: ``[{"name": "a3.h2", "layer": 3, "kind": "input"|"head"|"attn"|"mixer"|"mlp"|"logits",
     "score": optional number}]``; ``layer`` may be left out for the input and the logits (always the bottom and
     top rows); any other numeric entry of a node is shown on hover. ``edges``: ``[{"source": name, "target":
-    name, "score": float, "port": "q"|"k"|"v"|None}]``; any other numeric entry of an edge (``"eap_ig": ...,
+    name, "score": float, "port": "q"|"k"|"v"|None}]`` (``"in"``, a component's one input, is read as None); any other numeric entry of an edge (``"eap_ig": ...,
     "patching": ...``) is shown with its score on hover. Hover (or click, to pin) an edge for its scores; hover
     or click a node to bring out its edges. ``score_name`` names an edge's ``score`` in the hover. Unknown node
     names in edges, duplicate names or edges, edges into the input or out of the logits, and cycles are errors
@@ -127,8 +129,11 @@ def _check_edges(edges, index: dict[str, int], nodes: list[dict]) -> list[dict]:
             raise InputError(f"edges[{i}] enters the input {nodes[t]['name']!r}; the input is the start of the "
                              "graph (reverse the edge?).")
         port = e.get("port")
+        if port == "in":  # a receiver's one input (an MLP's, the logits'), as patching.graph names it: no port
+            port = None
         if port is not None and port not in PORTS:
-            raise InputError(f"edges[{i}] has port {port!r}; a head's input port is 'q', 'k', 'v' or None.")
+            raise InputError(f"edges[{i}] has port {port!r}; a head's input port is 'q', 'k', 'v', or None (or "
+                             "'in') for a component with one input.")
         key = (s, t, port)
         if key in seen:
             raise InputError(f"the edge {nodes[s]['name']} → {nodes[t]['name']}"
@@ -218,7 +223,7 @@ def _place(rows: list[list[int]], nodes: list[dict]) -> tuple[list[dict], list[d
     row centred; and each row's label and ``y`` for the axis at the left."""
     widths = {i: max(44, 7 * len(nodes[i]["name"]) + 16) for r in rows for i in r}
     widest = max(rows, key=lambda r: sum(widths[i] for i in r) + _GAP * (len(r) - 1))
-    gap = _GAP if len(widest) < 2 else max(_GAP, min(4 * _GAP, (_WIDE - sum(widths[i] for i in widest))
+    gap = _GAP if len(widest) < 2 else max(_GAP, min(6 * _GAP, (_WIDE - sum(widths[i] for i in widest))
                                                       / (len(widest) - 1)))
     row_width = [sum(widths[i] for i in r) + gap * (len(r) - 1) for r in rows]
     width = max(row_width) + 2 * _MARGIN + _GUTTER
@@ -228,9 +233,11 @@ def _place(rows: list[list[int]], nodes: list[dict]) -> tuple[list[dict], list[d
     for ri, r in enumerate(rows):
         y = _MARGIN + (len(rows) - 1 - ri) * _ROW + _H / 2
         x = _GUTTER + _MARGIN + (max(row_width) - row_width[ri]) / 2
+        staggered = any(nodes[i]["kind"] == "mlp" for i in r) and any(nodes[i]["kind"] != "mlp" for i in r)
         for i in r:
             n = nodes[i]
-            placed[i] = {**n, "x": round(x + widths[i] / 2, 1), "y": y, "w": widths[i], "h": _H}
+            lift = _RAISE * _ROW if staggered and n["kind"] == "mlp" else 0.0
+            placed[i] = {**n, "x": round(x + widths[i] / 2, 1), "y": y - lift, "w": widths[i], "h": _H}
             x += widths[i] + gap
         first = nodes[r[0]]
         label = {"input": "input", "logits": "logits"}.get(first["kind"], f"layer {first['layer']}")
