@@ -142,6 +142,8 @@ def test_patch_result_view_layouts():
     assert d["panels"][1]["values"] == four_digits(v[1].permute(0, 2, 1).reshape(6, len(IOI)))
     assert len({json.dumps(p["scale"]) for p in d["panels"]}) == 1
 
+    r.baselines = {"clean": 5.3, "corrupted": -0.41234}  # the engine's field: the unpatched runs' metric
+    assert embedded(r.view())[0]["title"] == "heads by position (logit diff) · clean 5.3, corrupted -0.4123"
     flat = embedded(PatchResult(torch.randn(6, 3, 4), ("layer", "head", "pos"), metric="prob").view())[0]
     assert flat["kind"] == "heatmap" and len(flat["row_labels"]) == 18 and flat["row_labels"][4] == "L1 H1"
     assert flat["title"] == "patching (prob)"

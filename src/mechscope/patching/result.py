@@ -62,7 +62,8 @@ class PatchResult:
         position, layer × head); a small first axis (≤ 5: TransformerLens's ``[3, layer, pos]`` of
         ``get_act_patch_block_every`` or ``[5, layer, head]``, causal tracing's resid / MLP / attention) becomes
         panels side by side on one colour scale; otherwise the first two axes are flattened into rows
-        (``L3 H2`` × position). The metric's name is in the title and in the hover. ``options`` go to
+        (``L3 H2`` × position). The metric's name is in the title (with the baselines, the clean and corrupted
+        runs' metric, when the result has them) and in the hover. ``options`` go to
         :func:`mechscope.views.heatmaps` (``highlight_cols=[...]`` marks the subject's tokens, ``center=``, ...).
         """
         from .. import views
@@ -83,6 +84,9 @@ class PatchResult:
 
         name = title or self.title or "patching"
         heading = name if self.metric.lower() in name.lower() else f"{name} ({self.metric})"
+        baselines = getattr(self, "baselines", None) or {}  # the unpatched runs' metric: what a raw value means
+        if baselines:
+            heading += " · " + ", ".join(f"{k} {float(x):.4g}" for k, x in baselines.items())
         cols, last = self.labels[dims[-1]], dims[-1]
         common = {"tokens": last == "pos", "value_name": self.metric, **options}
         if not common["tokens"]:
