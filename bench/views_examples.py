@@ -63,8 +63,10 @@ def main(out: Path) -> None:
         lo, hi = float(metric(model(corrupted))), float(metric(model(clean)))
     print(f"metric: corrupted {lo:.3f}, clean {hi:.3f}")
     norm = lambda xs: (torch.stack(xs).float() - lo) / (hi - lo)  # noqa: E731  0 = corrupted, 1 = clean
-    heads = norm(run_variants(model, corrupted, [patch_head(l, h) for l in range(L) for h in range(H)], metric))
-    resid = norm(run_variants(model, corrupted, [patch_resid(l, p) for l in range(L) for p in range(P)], metric))
+    heads = norm(run_variants(model, corrupted, [patch_head(l, h) for l in range(L) for h in range(H)], metric,
+                              method="loop"))
+    resid = norm(run_variants(model, corrupted, [patch_resid(l, p) for l in range(L) for p in range(P)], metric,
+                              method="loop"))
     tokens = model.to_str_tokens(clean[0])
     by_head = PatchResult(heads.reshape(L, H), ("layer", "head"), metric="normalised log-prob",
                           title="TinyStories-656K: head outputs (z) patched, clean → corrupted")

@@ -178,7 +178,8 @@ def test_patching_sweep_view_shows_what_was_computed(family):
         return [(name, hook)]
 
     variants = [restore(name, pos) for row in points for name in row for pos in range(clean.shape[1])]
-    values = torch.stack(run_variants(model, corrupted, variants, metric)).reshape(3, model.cfg.n_layers, -1)
+    values = torch.stack(run_variants(model, corrupted, variants, metric, method="loop"))
+    values = values.reshape(3, model.cfg.n_layers, -1)
     with torch.no_grad():
         corrupted_metric = metric(model(corrupted))
     assert torch.equal(values[0, 0, [0, 2, 3, 5]], corrupted_metric.expand(4))
