@@ -106,6 +106,9 @@ def test_heatmaps_panels_share_labels_and_keep_their_own_scales():
     assert [p["scale"]["hi"] for p in shared["panels"]] == [3.0, 3.0] and shared["panels"][0]["title"] == "panel 0"
     one = embedded(views.heatmap(np.eye(2), ["L0", "L1"], ["", "\n"], tokens=True, highlight_rows=-1))[0]
     assert one["col_labels"] == ["∅", "⏎"] and one["highlight_rows"] == [1] and one["kind"] == "heatmap"
+    assert one["tokens"] == "cols"
+    meng = embedded(views.heatmap(np.eye(2), [" Paris", ""], ["L0", "L1"], tokens="rows"))[0]  # tokens down
+    assert meng["row_labels"] == ["·Paris", "∅"] and meng["tokens"] == "rows" and meng["col_labels"] == ["L0", "L1"]
 
 
 def test_heatmap_bad_input_is_a_sentence():
@@ -118,6 +121,8 @@ def test_heatmap_bad_input_is_a_sentence():
         (lambda: views.heatmap(g, None, ["a", "b"], tokens=True), InputError, "has 2 tokens but the values have 3"),
         (lambda: views.heatmap(g, None, [1, 2, 3], tokens=True), InputTypeError, "token strings"),
         (lambda: views.heatmap(g, None, None, highlight_cols=[3]), InputError, "index 3, but there are 3 columns"),
+        (lambda: views.heatmap(g, None, None, tokens="pos"), InputTypeError, "'cols' or 'rows'"),
+        (lambda: views.heatmap(g, ["a"], None, tokens="rows"), InputError, "row_labels has 1 tokens"),
         (lambda: views.heatmap(g, None, None, highlight_rows=["L0"]), InputTypeError, "integer indices"),
         (lambda: views.heatmap(g, None, None, highlight_rows="0"), InputTypeError, "list of indices"),
     ]
@@ -309,6 +314,19 @@ def test_heatmap_panels_render_and_respond(page):
     focused = css(d, "td.msv-focus")
     assert len(focused) == 3  # the same cell outlined in every panel
     shot(d, "heatmaps_causal_tracing")
+
+
+@pytest.mark.browser
+def test_tokens_down_the_rows(page):
+    """Meng et al.'s orientation: tokens down, layers across, the subject's rows marked."""
+    values = torch.rand(3, len(IOI), 12, generator=torch.Generator().manual_seed(1))
+    d = page(views.heatmaps(values, IOI, [str(i) for i in range(12)], titles=["resid", "mlp", "attn"],
+                            tokens="rows", highlight_rows=[2, 4], title="causal trace"))
+    heads = css(d, "th.msv-rowhead")
+    assert heads[2].text == "2 ·Mary" and "msv-marked" in heads[2].get_attribute("class")
+    hover(d, css(d, "td.msv-cell")[4 * 12 + 7])
+    assert visible_tip(d).startswith("resid: 4 “·John” × 7")
+    shot(d, "heatmaps_tokens_down")
 
 
 @pytest.mark.browser

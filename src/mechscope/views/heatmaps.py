@@ -17,13 +17,14 @@ from .view import Figure, View
 
 
 def heatmap(values, row_labels, col_labels, title: str | None = None, center: float | None = None, *,
-            tokens: bool = False, highlight_rows=None, highlight_cols=None, value_name: str = "value") -> View:
+            tokens: bool | str = False, highlight_rows=None, highlight_cols=None, value_name: str = "value") -> View:
     """A labelled heatmap of ``values [rows, cols]``: layer × head scores, layer × position KL, and so on.
 
     Diverging around ``center`` when it is given or any value is negative, else sequential from 0. Hover a cell
     for its row and column labels and value; NaN cells are blank. Small grids print their values in the cells.
-    ``tokens=True``: the columns are positions and ``col_labels`` their token strings (shown with their index,
-    whitespace visible as in :func:`~.data.display_token`). ``highlight_rows`` / ``highlight_cols``: indices to
+    ``tokens=True`` (or ``"cols"``): the columns are positions and ``col_labels`` their token strings (shown with
+    their index, whitespace visible as in :func:`~.data.display_token`); ``tokens="rows"``: the rows are, as in
+    Meng et al.'s causal-tracing figures (tokens down, layers across). ``highlight_rows`` / ``highlight_cols``: indices to
     mark (the subject's tokens, the answer position). ``value_name`` names the value in the hover.
     """
     v = as_array(values, "values", (2,))
@@ -33,7 +34,7 @@ def heatmap(values, row_labels, col_labels, title: str | None = None, center: fl
 
 
 def heatmaps(panels, row_labels, col_labels, titles=None, shared_scale: bool = False, title: str | None = None, *,
-             center: float | None = None, tokens: bool = False, highlight_rows=None, highlight_cols=None,
+             center: float | None = None, tokens: bool | str = False, highlight_rows=None, highlight_cols=None,
              value_name: str = "value") -> View:
     """Several heatmaps side by side on the same rows and columns.
 
@@ -67,29 +68,35 @@ def heatmaps(panels, row_labels, col_labels, titles=None, shared_scale: bool = F
     return View([Figure("heatmaps", data, f"heatmaps {n} × {v.shape[1]} × {v.shape[2]}")])
 
 
-def _grid_data(shape: tuple[int, ...], row_labels, col_labels, title, tokens: bool, highlight_rows,
-               highlight_cols, value_name: str) -> dict:
-    """What every heatmap embeds besides its values: labels, highlighted indices, names."""
+def _grid_data(shape: tuple[int, ...], row_labels, col_labels, title, tokens, highlight_rows, highlight_cols,
+               value_name: str) -> dict:
+    """What every heatmap embeds besides its values: labels, which axis holds tokens, marked indices, names."""
     n_rows, n_cols = shape
-    rows = as_labels(row_labels, n_rows, "row_labels", "{}")
-    if not isinstance(tokens, bool):
-        raise InputTypeError(f"tokens must be True or False (whether the columns are token positions); got "
-                             f"{type_name(tokens)}.")
-    if tokens:
-        if col_labels is None or isinstance(col_labels, str) or not all(isinstance(t, str) for t in col_labels):
-            raise InputTypeError("with tokens=True, col_labels must be the token strings, one per position "
-                                 "(model.to_str_tokens(prompt)).")
-        if len(col_labels) != n_cols:
-            raise InputError(f"col_labels has {len(col_labels)} tokens but the values have {n_cols} positions; "
-                             "pass the tokens the values were computed on.")
-        cols = [display_token(t) for t in col_labels]
-    else:
-        cols = as_labels(col_labels, n_cols, "col_labels", "{}")
+    if tokens is True:
+        tokens = "cols"
+    if tokens not in (False, "cols", "rows"):
+        raise InputTypeError(f"tokens must be False, True (the columns are token positions), 'cols' or 'rows'; "
+                             f"got {tokens!r}.")
+    rows = (_token_labels(row_labels, n_rows, "row_labels") if tokens == "rows"
+            else as_labels(row_labels, n_rows, "row_labels", "{}"))
+    cols = (_token_labels(col_labels, n_cols, "col_labels") if tokens == "cols"
+            else as_labels(col_labels, n_cols, "col_labels", "{}"))
     if not isinstance(value_name, str):
         raise InputTypeError(f"value_name must be a string (what a value is); got {type_name(value_name)}.")
     return {"title": title, "row_labels": rows, "col_labels": cols, "tokens": tokens, "value_name": value_name,
             "highlight_rows": _indices(highlight_rows, n_rows, "highlight_rows", "rows"),
             "highlight_cols": _indices(highlight_cols, n_cols, "highlight_cols", "columns")}
+
+
+def _token_labels(labels, n: int, name: str) -> list[str]:
+    """Token strings labelling an axis of positions, made visible as :func:`~.data.display_token` does."""
+    if labels is None or isinstance(labels, str) or not all(isinstance(t, str) for t in labels):
+        raise InputTypeError(f"with tokens on this axis, {name} must be the token strings, one per position "
+                             "(model.to_str_tokens(prompt)).")
+    if len(labels) != n:
+        raise InputError(f"{name} has {len(labels)} tokens but the values have {n} positions along that axis; "
+                         "pass the tokens the values were computed on.")
+    return [display_token(t) for t in labels]
 
 
 def _indices(marks, n: int, name: str, what: str) -> list[int]:

@@ -442,12 +442,13 @@
       panels: [{title: null, values: d.values, scale: d.scale}]}, tip);
   }
 
-  function colName(d, c) { return d.tokens ? c + " " + quoted(d.col_labels[c]) : d.col_labels[c]; }
+  function colName(d, c) { return d.tokens === "cols" ? c + " " + quoted(d.col_labels[c]) : d.col_labels[c]; }
+  function rowName(d, r) { return d.tokens === "rows" ? r + " " + quoted(d.row_labels[r]) : d.row_labels[r]; }
 
   function heatmaps(body, d, tip) {
     var nRows = d.row_labels.length, nCols = d.col_labels.length, many = d.panels.length > 1;
     var showText = nCols <= 16 && nRows <= 64, compact = nRows > 64;
-    var vertical = !d.tokens && nCols > 8 && d.col_labels.some(function (c) { return c.length > 3; });
+    var vertical = d.tokens !== "cols" && nCols > 8 && d.col_labels.some(function (c) { return c.length > 3; });
     var markRow = {}, markCol = {};
     d.highlight_rows.forEach(function (i) { markRow[i] = true; });
     d.highlight_cols.forEach(function (i) { markCol[i] = true; });
@@ -471,14 +472,18 @@
       hr.appendChild(el("th", "msv-corner"));
       d.col_labels.forEach(function (c, j) {
         var th = el("th", "msv-colhead" + (vertical ? " msv-vertical" : "") + (markCol[j] ? " msv-marked" : ""));
-        if (d.tokens) th.appendChild(el("div", "msv-pos", String(j)));
+        if (d.tokens === "cols") th.appendChild(el("div", "msv-pos", String(j)));
         th.appendChild(el("div", "msv-colhead-tok", c));
         hr.appendChild(th); cols.push(th);
       });
       thead.appendChild(hr); table.appendChild(thead);
       var tbody = el("tbody"), grid = [], ths = [];
       panel.values.forEach(function (row, r) {
-        var tr = el("tr"), th = el("th", "msv-rowhead" + (markRow[r] ? " msv-marked" : ""), d.row_labels[r]);
+        var tr = el("tr"), th = el("th", "msv-rowhead" + (markRow[r] ? " msv-marked" : ""));
+        if (d.tokens === "rows") {
+          th.appendChild(el("span", "msv-pos", r + " "));
+          th.appendChild(el("span", "msv-rowhead-tok", d.row_labels[r]));
+        } else th.textContent = d.row_labels[r];
         tr.appendChild(th); ths.push(th);
         var line = [];
         row.forEach(function (v, c) {
@@ -519,8 +524,8 @@
       });
       last = [r, c, k];
       var v = d.panels[k].values[r][c];
-      var rows = [(many ? d.panels[k].title + ": " : "") + d.row_labels[r] + " \u00d7 " + colName(d, c),
-        ["row", d.row_labels[r]], ["column", colName(d, c)], [d.value_name, v === null ? "none (blank)" : fmt(v)]];
+      var rows = [(many ? d.panels[k].title + ": " : "") + rowName(d, r) + " \u00d7 " + colName(d, c),
+        ["row", rowName(d, r)], ["column", colName(d, c)], [d.value_name, v === null ? "none (blank)" : fmt(v)]];
       if (many) d.panels.forEach(function (p, j) {
         if (j !== k) rows.push([p.title, fmt(p.values[r][c])]);
       });
