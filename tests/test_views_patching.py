@@ -271,6 +271,8 @@ def test_line_chart_data_ticks_and_errors():
     assert log_ticks(3, 40) == [5.0, 10.0, 20.0]
     one = embedded(views.line_chart(torch.arange(4), torch.tensor([0.5, 1, 2, 4]), labels="loss"))[0]
     assert one["series"][0]["label"] == "loss" and one["x_range"] == [0.0, 3.0]
+    shuffled = embedded(views.line_chart([3, 1, 2], [[30.0, 10.0, 20.0], [3.0, 1.0, 2.0]]))[0]
+    assert shuffled["x"] == [1.0, 2.0, 3.0] and shuffled["series"][1]["y"] == [1.0, 2.0, 3.0]
     cases = [
         (lambda: views.line_chart([1, 2], [1.0, 2.0, 3.0]), InputError, "ys has 3 points per series but x has 2"),
         (lambda: views.line_chart([0, 1], [1.0, 2.0], log_x=True), InputError, "log_x needs every x > 0"),

@@ -18,7 +18,7 @@ def line_chart(x, ys, labels=None, title: str | None = None, x_label: str | None
                y_label: str | None = None, log_x: bool = False) -> View:
     """Lines of ``ys`` over ``x``.
 
-    ``x``: ``[n]`` numbers. ``ys``: ``[n]`` (one line) or ``[series, n]`` (a tensor, an array or a list of
+    ``x``: ``[n]`` numbers (in any order: the points are drawn sorted by x). ``ys``: ``[n]`` (one line) or ``[series, n]`` (a tensor, an array or a list of
     equally long sequences), one label each in ``labels`` (default ``series 0, ...``; a legend shows them when
     there are several). NaN leaves a gap. ``log_x``: a logarithmic x axis (every x must be > 0). Hovering the plot
     marks the nearest x and lists every series' value there.
@@ -33,6 +33,8 @@ def line_chart(x, ys, labels=None, title: str | None = None, x_label: str | None
                          "(ys is [n] or [series, n]).")
     if not np.isfinite(xs).all():
         raise InputError("x holds NaN or infinity; every x must be a finite number.")
+    order = np.argsort(xs, kind="stable")  # a line runs left to right whatever order the points came in
+    xs, y = xs[order], y[:, order]
     if not isinstance(log_x, bool):
         raise InputTypeError(f"log_x must be True or False; got {type_name(log_x)}.")
     if log_x and (xs <= 0).any():
