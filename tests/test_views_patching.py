@@ -240,6 +240,7 @@ def test_circuit_graph_bad_input_is_a_sentence():
         ([a, {"name": "z", "kind": "neuron", "layer": 0}], [], InputError, "kind 'neuron'; use one of"),
         ([a, {"name": "z", "kind": "mlp"}], [], InputError, "needs a 'layer'"),
         ([a, b], [e("a", "b", port="o")], InputError, "port 'o'"),
+        ([a, c], [e("a", "c", port="v")], InputError, "enters 'c' (mlp) at port 'v'; only heads"),
         ([a, b], [e("a", "b"), e("a", "b")], InputError, "given twice"),
         ([a, b], [e("a", "b", port="q"), e("a", "b", port="k")], None, None),  # two ports: two edges
         ([a, c], [e("a", "c", port="in")], None, None),  # patching.graph's name for an MLP's one input

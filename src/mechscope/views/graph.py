@@ -134,6 +134,9 @@ def _check_edges(edges, index: dict[str, int], nodes: list[dict]) -> list[dict]:
         if port is not None and port not in PORTS:
             raise InputError(f"edges[{i}] has port {port!r}; a head's input port is 'q', 'k', 'v', or None (or "
                              "'in') for a component with one input.")
+        if port is not None and nodes[t]["kind"] in ("mlp", "logits"):
+            raise InputError(f"edges[{i}] enters {nodes[t]['name']!r} ({nodes[t]['kind']}) at port {port!r}; only "
+                             "heads and attention blocks have q, k and v inputs: give this edge port None.")
         key = (s, t, port)
         if key in seen:
             raise InputError(f"the edge {nodes[s]['name']} → {nodes[t]['name']}"
