@@ -57,19 +57,52 @@ class PatchResult:
         return {"dims": list(self.dims), "labels": self.labels, "metric": self.metric, "title": self.title,
                 "baselines": self.baselines, "values": self.values.detach().float().tolist()}
 
-    def view(self, title: str | None = None):
-        """A heatmap: rows are the first axis (or the first two, flattened), columns the last."""
+    def view(self, title: str | None = None, **options):
+        """The result as heatmaps with token labels (a ``View``; ``.save(path)`` writes it as HTML).
+
+        A ``pos`` axis always becomes the columns, labelled with the tokens. Two axes are one heatmap (layer ×
+        position, layer × head); a small first axis (≤ 5: TransformerLens's ``[3, layer, pos]`` of
+        ``get_act_patch_block_every`` or ``[5, layer, head]``, causal tracing's resid / MLP / attention) becomes
+        panels side by side on one colour scale; otherwise the first two axes are flattened into rows
+        (``L3 H2`` × position). The metric's name is in the title (with the baselines, the clean and corrupted
+        runs' metric, when the result has them) and in the hover. ``options`` go to
+        :func:`mechscope.views.heatmaps` (``highlight_cols=[...]`` marks the subject's tokens, ``center=``, ...).
+        """
         from .. import views
 
-        v = self.values.detach().float()
+        v, dims = self.values.detach().float().cpu(), list(self.dims)
+        if "pos" in dims[:-1]:  # positions read left to right: make them the columns
+            k = dims.index("pos")
+            v, dims = v.movedim(k, -1), dims[:k] + dims[k + 1:] + ["pos"]
+
+        def tag(dim: str, label: str) -> str:  # "L3", "H2" for numbered axes; names ("attn_out") as they are
+            return f"{dim[0].upper()}{label}" if label.lstrip("-").isdigit() else label
+
+        def rows_of(ds: list[str]) -> list[str]:
+            out = [""]
+            for d in ds:
+                out = [f"{r} {tag(d, x)}".strip() for r in out for x in self.labels[d]]
+            return out
+
+        name = title or self.title or "patching"
+        heading = name if self.metric.lower() in name.lower() else f"{name} ({self.metric})"
+        baselines = getattr(self, "baselines", None) or {}  # the unpatched runs' metric: what a raw value means
+        if baselines:
+            heading += " · " + ", ".join(f"{k} {float(x):.4g}" for k, x in baselines.items())
+        cols, last = self.labels[dims[-1]], dims[-1]
+        common = {"tokens": last == "pos", "value_name": self.metric, **options}
+        if not common["tokens"]:
+            cols = [tag(last, c) for c in cols]
         if v.dim() == 1:
-            v, rows = v[None], [self.metric]
-        elif v.dim() == 2:
-            rows = self.labels[self.dims[0]]
-        elif v.dim() == 3:
-            a, b = self.dims[:2]
-            rows = [f"{a[0].upper()}{x} {b[0].upper()}{y}" for x in self.labels[a] for y in self.labels[b]]
-            v = v.reshape(-1, v.shape[-1])
-        else:
-            raise InputError(f"a {v.dim()}-axis result has no heatmap; index it down to at most 3 axes first.")
-        return views.heatmap(v.numpy(), rows, self.labels[self.dims[-1]], title=title or self.title or self.metric)
+            return views.heatmap(v[None].numpy(), [self.metric], cols, title=heading, **common)
+        if v.dim() == 2:
+            return views.heatmap(v.numpy(), rows_of(dims[:1]), cols, title=heading, **common)
+        if v.dim() in (3, 4) and v.shape[0] <= 5:
+            grids = v.reshape(v.shape[0], -1, v.shape[-1]).numpy()
+            common.setdefault("shared_scale", True)  # one metric, one scale: panels compare at a glance
+            return views.heatmaps(grids, rows_of(dims[1:-1]), cols, [tag(dims[0], x) for x in self.labels[dims[0]]],
+                                  title=heading, **common)
+        if v.dim() == 3:
+            return views.heatmap(v.reshape(-1, v.shape[-1]).numpy(), rows_of(dims[:2]), cols, title=heading, **common)
+        raise InputError(f"a {v.dim()}-axis result ({', '.join(self.dims)}) has no heatmap; index it down to at most "
+                         "3 axes (or 4 with a first axis of at most 5, drawn as panels) first.")

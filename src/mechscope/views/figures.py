@@ -1,4 +1,4 @@
-"""The four figures: attention patterns, token colours, the logit-lens table and a labelled heatmap.
+"""Token figures: attention patterns, token colours and the logit-lens table (heatmaps: :mod:`.heatmaps`).
 
 Each function checks its inputs against the tokens (a clear error when lengths disagree), turns tensors into the
 compact data of :mod:`.data`, and returns a :class:`~.view.View`. Argument names follow CircuitsVis
@@ -23,6 +23,7 @@ from .data import (
     rounded,
     scale_dict,
 )
+from .heatmaps import heatmap  # noqa: F401  (defined beside heatmaps; kept importable from here)
 from .view import Figure, View
 
 _LARGE_BYTES = 50 * 2**20  # an attention view above this is slow to open; warn with what to slice
@@ -141,20 +142,6 @@ def lens_table(tokens, top_tokens, top_probs, layer_labels=None, title: str | No
                              f"{tuple(a.shape)}.")
         data["scalars"][str(name)] = rounded(a)
     return View([Figure("lens_table", data, f"lens_table {n_layers} layers × {n_pos} tokens")])
-
-
-def heatmap(values, row_labels, col_labels, title: str | None = None, center: float | None = None) -> View:
-    """A labelled heatmap of ``values [rows, cols]``: layer × head scores, layer × position KL, and so on.
-
-    Diverging around ``center`` when it is given or any value is negative, else sequential from 0. Hover a cell
-    for its row and column labels and value; NaN cells are blank. Small grids print their values in the cells.
-    """
-    v = as_array(values, "values", (2,))
-    rows = as_labels(row_labels, v.shape[0], "row_labels", "{}")
-    cols = as_labels(col_labels, v.shape[1], "col_labels", "{}")
-    data = {"kind": "heatmap", "title": title, "values": rounded(v), "row_labels": rows,
-            "col_labels": cols, "scale": scale_dict(color_scale(v, center))}
-    return View([Figure("heatmap", data, f"heatmap {v.shape[0]} × {v.shape[1]}")])
 
 
 def _token_grid(grid, shape: tuple[int, ...], name: str) -> list:

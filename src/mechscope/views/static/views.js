@@ -3,7 +3,7 @@
  * script next to it calls mechscopeViews.render(root). The library defines itself once per page. */
 (function () {
   "use strict";
-  var VERSION = 1;
+  var VERSION = 2;
   if (window.mechscopeViews && window.mechscopeViews.version >= VERSION) return;
 
   // ---------------------------------------------------------------- colour
@@ -434,47 +434,321 @@
     }
   }
 
-  // ---------------------------------------------------------------- heatmap
+  // ---------------------------------------------------------------- heatmaps (one grid, or panels side by side)
   function heatmap(body, d, tip) {
-    var bar = el("div", "msv-controls");
-    bar.appendChild(legend(d.scale));
-    body.appendChild(bar);
-    var nCols = d.col_labels.length, showText = nCols <= 16 && d.row_labels.length <= 64;
-    var vertical = nCols > 8 && d.col_labels.some(function (c) { return c.length > 3; });
-    var wrap = el("div", "msv-scroll"), table = el("table", "msv-table msv-heatmap");
-    var thead = el("thead"), hr = el("tr"), cols = [];
-    hr.appendChild(el("th", "msv-corner"));
-    d.col_labels.forEach(function (c) {
-      var th = el("th", "msv-colhead" + (vertical ? " msv-vertical" : ""));
-      th.appendChild(el("div", "msv-colhead-tok", c));
-      hr.appendChild(th); cols.push(th);
-    });
-    thead.appendChild(hr); table.appendChild(thead);
-    var tbody = el("tbody");
-    d.values.forEach(function (row, r) {
-      var tr = el("tr"), th = el("th", "msv-rowhead", d.row_labels[r]);
-      tr.appendChild(th);
-      row.forEach(function (v, c) {
-        var td = el("td", "msv-cell msv-hcell" + (showText ? " msv-with-text" : ""), showText && v !== null ? short(v) : "");
-        paint(td, colour(d.scale, v));
-        td.setAttribute("data-value", v === null ? "" : String(v));
-        td.addEventListener("mouseenter", function (evt) {
-          cols[c].classList.add("msv-hot"); th.classList.add("msv-hot"); td.classList.add("msv-focus");
-          tip.show(evt, [d.row_labels[r] + " \u00d7 " + d.col_labels[c], ["row", d.row_labels[r]],
-            ["column", d.col_labels[c]], ["value", v === null ? "none (blank)" : fmt(v)]]);
-        });
-        td.addEventListener("mouseleave", function () {
-          cols[c].classList.remove("msv-hot"); th.classList.remove("msv-hot"); td.classList.remove("msv-focus"); tip.hide();
-        });
-        tr.appendChild(td);
+    heatmaps(body, {title: d.title, row_labels: d.row_labels, col_labels: d.col_labels, tokens: d.tokens,
+      highlight_rows: d.highlight_rows || [], highlight_cols: d.highlight_cols || [],
+      value_name: d.value_name || "value", shared_scale: true,
+      panels: [{title: null, values: d.values, scale: d.scale}]}, tip);
+  }
+
+  function colName(d, c) { return d.tokens === "cols" ? c + " " + quoted(d.col_labels[c]) : d.col_labels[c]; }
+  function rowName(d, r) { return d.tokens === "rows" ? r + " " + quoted(d.row_labels[r]) : d.row_labels[r]; }
+
+  function heatmaps(body, d, tip) {
+    var nRows = d.row_labels.length, nCols = d.col_labels.length, many = d.panels.length > 1;
+    var showText = nCols <= 16 && nRows <= 64, compact = nRows > 64;
+    var vertical = d.tokens !== "cols" && nCols > 8 && d.col_labels.some(function (c) { return c.length > 3; });
+    var markRow = {}, markCol = {};
+    d.highlight_rows.forEach(function (i) { markRow[i] = true; });
+    d.highlight_cols.forEach(function (i) { markCol[i] = true; });
+    if (d.shared_scale) {
+      var bar = el("div", "msv-controls");
+      bar.appendChild(legend(d.panels[0].scale));
+      if (d.value_name !== "value") bar.appendChild(el("span", "msv-hint", d.value_name));
+      body.appendChild(bar);
+    }
+    var box = el("div", "msv-panels"), cells = [], heads = [], rowHeads = [];
+    d.panels.forEach(function (panel, k) {
+      var wrapPanel = el("div", "msv-panel");
+      if (panel.title !== null || !d.shared_scale) {
+        var ph = el("div", "msv-panel-head");
+        if (panel.title !== null) ph.appendChild(el("span", "msv-panel-title", panel.title));
+        if (!d.shared_scale) ph.appendChild(legend(panel.scale));
+        wrapPanel.appendChild(ph);
+      }
+      var wrap = el("div", "msv-scroll"), table = el("table", "msv-table msv-heatmap" + (compact ? " msv-compact" : ""));
+      var thead = el("thead"), hr = el("tr"), cols = [];
+      hr.appendChild(el("th", "msv-corner"));
+      d.col_labels.forEach(function (c, j) {
+        var th = el("th", "msv-colhead" + (vertical ? " msv-vertical" : "") + (markCol[j] ? " msv-marked" : ""));
+        if (d.tokens === "cols") th.appendChild(el("div", "msv-pos", String(j)));
+        th.appendChild(el("div", "msv-colhead-tok", c));
+        hr.appendChild(th); cols.push(th);
       });
-      tbody.appendChild(tr);
+      thead.appendChild(hr); table.appendChild(thead);
+      var tbody = el("tbody"), grid = [], ths = [];
+      panel.values.forEach(function (row, r) {
+        var tr = el("tr"), th = el("th", "msv-rowhead" + (markRow[r] ? " msv-marked" : ""));
+        if (d.tokens === "rows") {
+          th.appendChild(el("span", "msv-pos", r + " "));
+          th.appendChild(el("span", "msv-rowhead-tok", d.row_labels[r]));
+        } else th.textContent = d.row_labels[r];
+        tr.appendChild(th); ths.push(th);
+        var line = [];
+        row.forEach(function (v, c) {
+          var td = el("td", "msv-cell msv-hcell" + (showText ? " msv-with-text" : "") +
+            (markCol[c] || markRow[r] ? " msv-marked-cell" : ""), showText && v !== null ? short(v) : "");
+          paint(td, colour(panel.scale, v));
+          td.setAttribute("data-value", v === null ? "" : String(v));
+          td.msvCell = [r, c];
+          tr.appendChild(td); line.push(td);
+        });
+        tbody.appendChild(tr); grid.push(line);
+      });
+      // one listener per table, not two per cell: a 5 × 270 × 15 sweep has 20k cells
+      tbody.addEventListener("mouseover", function (evt) {
+        var at = evt.target.msvCell;
+        if (!at) { if (last) focus(k, null, null); return; }  // a row label
+        if (!(last && last[0] === at[0] && last[1] === at[1] && last[2] === k)) focus(k, at[0], at[1], evt);
+      });
+      tbody.addEventListener("mouseleave", function () { focus(k, null, null); });
+      table.appendChild(tbody); wrap.appendChild(table); wrapPanel.appendChild(wrap); box.appendChild(wrapPanel);
+      cells.push(grid); heads.push(cols); rowHeads.push(ths);
     });
-    table.appendChild(tbody); wrap.appendChild(table); body.appendChild(wrap);
+    body.appendChild(box);
+
+    var last = null;
+    function focus(k, r, c, evt) {
+      if (last) {
+        d.panels.forEach(function (p, j) {
+          heads[j][last[1]].classList.remove("msv-hot"); rowHeads[j][last[0]].classList.remove("msv-hot");
+          cells[j][last[0]][last[1]].classList.remove("msv-focus");
+        });
+        last = null;
+      }
+      if (r === null) { tip.hide(); return; }
+      d.panels.forEach(function (p, j) {
+        heads[j][c].classList.add("msv-hot"); rowHeads[j][r].classList.add("msv-hot");
+        cells[j][r][c].classList.add("msv-focus");
+      });
+      last = [r, c, k];
+      var v = d.panels[k].values[r][c];
+      var rows = [(many ? d.panels[k].title + ": " : "") + rowName(d, r) + " \u00d7 " + colName(d, c),
+        ["row", rowName(d, r)], ["column", colName(d, c)], [d.value_name, v === null ? "none (blank)" : fmt(v)]];
+      if (many) d.panels.forEach(function (p, j) {
+        if (j !== k) rows.push([p.title, fmt(p.values[r][c])]);
+      });
+      tip.show(evt, rows);
+    }
+  }
+
+  // ---------------------------------------------------------------- SVG helpers
+  // the SVG namespace, as the HTML parser assigns it (no URL in the page: a view never names anything outside it)
+  var SVGNS = (function () { var t = document.createElement("div"); t.innerHTML = "<svg></svg>"; return t.firstChild.namespaceURI; })();
+  function svg(tag, attrs, text) {
+    var n = document.createElementNS(SVGNS, tag);
+    if (attrs) Object.keys(attrs).forEach(function (a) { n.setAttribute(a, attrs[a]); });
+    if (text !== undefined && text !== null) n.textContent = text;
+    return n;
+  }
+
+  // ---------------------------------------------------------------- circuit graph
+  var KIND_FILL = { input: "#eeeeee", logits: "#eeeeee", head: "#deebf7", attn: "#deebf7", mixer: "#efedf5",
+    mlp: "#e5f5e0" };
+  var PORT_DX = { q: -1 / 3, k: 0, v: 1 / 3 };
+
+  function circuitGraph(body, d, tip) {
+    var bar = el("div", "msv-controls");
+    var key = el("span", "msv-graph-key");
+    [["#b2182b", "positive"], ["#2166ac", "negative"]].forEach(function (p) {
+      var sw = el("span", "msv-swatch"); sw.style.background = p[0];
+      key.appendChild(sw); key.appendChild(el("span", null, " " + p[1] + "  "));
+    });
+    key.appendChild(el("span", null, " \u00b7 width \u221d |" + d.score_name + "| (max " + fmt(d.max_abs) + ");  q k v: a head's input ports"));
+    bar.appendChild(key);
+    bar.appendChild(el("span", "msv-hint", "Hover or click an edge or a node."));
+    body.appendChild(bar);
+    var wrap = el("div", "msv-scroll msv-graph-scroll");
+    var root = svg("svg", { width: d.width, height: d.height, viewBox: "0 0 " + d.width + " " + d.height,
+      "class": "msv-graph" });
+    wrap.appendChild(root); body.appendChild(wrap);
+
+    d.rows.forEach(function (row) {
+      root.appendChild(svg("line", { x1: 56, x2: d.width - 8, y1: row.y, y2: row.y, "class": "msv-graph-rule" }));
+      root.appendChild(svg("text", { x: 8, y: row.y + 4, "class": "msv-graph-row" }, row.label));
+    });
+
+    function anchorIn(e) {
+      var t = d.nodes[e.target], s = d.nodes[e.source];
+      if (Math.abs(t.y - s.y) < 1) return [t.x, t.y - t.h / 2, true];  // same row: into the top
+      return [t.x + (e.port ? PORT_DX[e.port] * t.w : 0), t.y + t.h / 2, false];
+    }
+    function path(e) {
+      var s = d.nodes[e.source], a = anchorIn(e), sx = s.x, sy = s.y - s.h / 2, tx = a[0], ty = a[1];
+      if (a[2]) return "M" + sx + "," + sy + " C" + sx + "," + (sy - 40) + " " + tx + "," + (ty - 40) + " " + tx + "," + ty;
+      var dy = Math.max(30, Math.abs(sy - ty) / 2), down = ty > sy ? -1 : 1;
+      return "M" + sx + "," + sy + " C" + sx + "," + (sy - dy * down) + " " + tx + "," + (ty + dy * down) + " " + tx + "," + ty;
+    }
+
+    var edgeLayer = svg("g"), portLayer = svg("g"), nodeLayer = svg("g");
+    root.appendChild(edgeLayer); root.appendChild(portLayer); root.appendChild(nodeLayer);
+    var order = d.edges.map(function (e, i) { return i; });
+    order.sort(function (a, b) { return Math.abs(d.edges[a].score) - Math.abs(d.edges[b].score); });  // strong on top
+    var edgeEls = [], pinned = null;
+    order.forEach(function (i) {
+      var e = d.edges[i], w = 0.6 + 5.4 * Math.abs(e.score) / d.max_abs;
+      var g = svg("g", { "class": "msv-edge", "data-edge": String(i) });
+      var p = path(e);
+      g.appendChild(svg("path", { d: p, "class": "msv-edge-line", stroke: e.score >= 0 ? "#b2182b" : "#2166ac",
+        "stroke-width": w.toFixed(2) }));
+      g.appendChild(svg("path", { d: p, "class": "msv-edge-hit" }));
+      g.addEventListener("mouseenter", function (evt) { if (pinned === null) highlight("edge", i); tip.show(evt, edgeTip(i)); });
+      g.addEventListener("mousemove", function (evt) { tip.show(evt, edgeTip(i)); });
+      g.addEventListener("mouseleave", function () { if (pinned === null) highlight(null); tip.hide(); });
+      g.addEventListener("click", function (evt) { evt.stopPropagation(); pin("edge", i); });
+      edgeLayer.appendChild(g);
+      edgeEls[i] = g;
+    });
+
+    // port letters under each head that has an edge into that port
+    var ports = {};
+    d.edges.forEach(function (e) { if (e.port && !anchorIn(e)[2]) ports[e.target + ":" + e.port] = [e.target, e.port]; });
+    Object.keys(ports).forEach(function (k) {
+      var n = d.nodes[ports[k][0]], p = ports[k][1];
+      portLayer.appendChild(svg("text", { x: n.x + PORT_DX[p] * n.w + 3, y: n.y + n.h / 2 + 11,
+        "class": "msv-port" }, p));
+    });
+
+    var nodeEls = [];
+    d.nodes.forEach(function (n, i) {
+      var g = svg("g", { "class": "msv-node", "data-node": n.name });
+      var fill = KIND_FILL[n.kind];
+      if (n.score !== null) fill = css(ramp("diverging", 0.5 + 0.5 * n.score / d.node_max_abs));
+      var rect = svg("rect", { x: n.x - n.w / 2, y: n.y - n.h / 2, width: n.w, height: n.h, rx: 5, fill: fill });
+      g.appendChild(rect);
+      var light = n.score === null || ink(ramp("diverging", 0.5 + 0.5 * n.score / d.node_max_abs)) !== "#fff";
+      g.appendChild(svg("text", { x: n.x, y: n.y + 4, "class": "msv-node-label" + (light ? "" : " msv-on-dark") }, n.name));
+      g.addEventListener("mouseenter", function (evt) { if (pinned === null) highlight("node", i); tip.show(evt, nodeTip(i)); });
+      g.addEventListener("mouseleave", function () { if (pinned === null) highlight(null); tip.hide(); });
+      g.addEventListener("click", function (evt) { evt.stopPropagation(); pin("node", i); });
+      nodeLayer.appendChild(g);
+      nodeEls.push(g);
+    });
+    root.addEventListener("click", function () { pinned = null; highlight(null); });
+
+    function pin(what, i) {
+      var same = pinned && pinned[0] === what && pinned[1] === i;
+      pinned = same ? null : [what, i];
+      highlight(same ? null : what, i);
+    }
+    function highlight(what, i) {
+      root.classList.toggle("msv-dim", what !== null);
+      d.edges.forEach(function (e, j) {
+        var on = (what === "edge" && j === i) || (what === "node" && (e.source === i || e.target === i));
+        edgeEls[j].classList.toggle("msv-on", on);
+        edgeEls[j].classList.toggle("msv-pinned", !!pinned && on);
+      });
+      nodeEls.forEach(function (g, j) {
+        var on = what === "node" ? j === i : (what === "edge" && (d.edges[i].source === j || d.edges[i].target === j));
+        g.classList.toggle("msv-on", on);
+      });
+    }
+    function edgeTip(i) {
+      var e = d.edges[i];
+      var rows = [d.nodes[e.source].name + " \u2192 " + d.nodes[e.target].name + (e.port ? " (" + e.port + ")" : ""),
+        [d.score_name, fmt(e.score)]];
+      Object.keys(e.extra).forEach(function (k) { rows.push([k, fmt(e.extra[k])]); });
+      return rows;
+    }
+    function nodeTip(i) {
+      var n = d.nodes[i], nin = 0, nout = 0;
+      d.edges.forEach(function (e) { if (e.target === i) nin++; if (e.source === i) nout++; });
+      var rows = [n.name, ["kind", n.kind]];
+      if (n.layer !== null) rows.push(["layer", String(n.layer)]);
+      if (n.score !== null) rows.push(["score", fmt(n.score)]);
+      Object.keys(n.extra).forEach(function (k) { rows.push([k, fmt(n.extra[k])]); });
+      rows.push(["edges in / out", nin + " / " + nout]);
+      return rows;
+    }
+  }
+
+  // ---------------------------------------------------------------- line chart
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf"];
+
+  function lineChart(body, d, tip) {
+    if (d.series.length > 1) {
+      var bar = el("div", "msv-controls msv-chart-key");
+      d.series.forEach(function (s, k) {
+        var item = el("span", "msv-chart-item"), sw = el("span", "msv-swatch");
+        sw.style.background = PALETTE[k % PALETTE.length];
+        item.appendChild(sw); item.appendChild(el("span", null, " " + s.label));
+        bar.appendChild(item);
+      });
+      body.appendChild(bar);
+    }
+    var W = 640, H = 340, L = 64, R = 16, T = 12, B = 48, pw = W - L - R, ph = H - T - B;
+    var root = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, "class": "msv-chart" });
+    body.appendChild(root);
+    function fx(x) {
+      var a = d.x_range[0], b = d.x_range[1];
+      if (d.log_x) { x = Math.log10(x); a = Math.log10(a); b = Math.log10(b); }
+      return L + (b === a ? 0.5 : (x - a) / (b - a)) * pw;
+    }
+    function fy(y) {
+      var a = d.y_range[0], b = d.y_range[1];
+      return T + ph - (b === a ? 0.5 : (y - a) / (b - a)) * ph;
+    }
+    d.y_ticks.forEach(function (t) {
+      root.appendChild(svg("line", { x1: L, x2: L + pw, y1: fy(t), y2: fy(t), "class": "msv-grid" }));
+      root.appendChild(svg("text", { x: L - 6, y: fy(t) + 4, "class": "msv-tick msv-tick-y" }, fmt(t)));
+    });
+    d.x_ticks.forEach(function (t) {
+      root.appendChild(svg("line", { x1: fx(t), x2: fx(t), y1: T, y2: T + ph, "class": "msv-grid" }));
+      root.appendChild(svg("text", { x: fx(t), y: T + ph + 16, "class": "msv-tick msv-tick-x" }, fmt(t)));
+    });
+    root.appendChild(svg("rect", { x: L, y: T, width: pw, height: ph, "class": "msv-frame" }));
+    if (d.x_label) root.appendChild(svg("text", { x: L + pw / 2, y: H - 8, "class": "msv-axis-label" }, d.x_label));
+    if (d.y_label) root.appendChild(svg("text", { x: 14, y: T + ph / 2, "class": "msv-axis-label",
+      transform: "rotate(-90 14 " + (T + ph / 2) + ")" }, d.y_label));
+    var marks = [];
+    d.series.forEach(function (s, k) {
+      var col = PALETTE[k % PALETTE.length], p = "", pen = false, dots = [];
+      s.y.forEach(function (y, i) {
+        if (y === null) { pen = false; dots.push(null); return; }
+        p += (pen ? "L" : "M") + fx(d.x[i]).toFixed(1) + "," + fy(y).toFixed(1) + " ";
+        pen = true;
+        dots.push([fx(d.x[i]), fy(y)]);
+      });
+      root.appendChild(svg("path", { d: p, "class": "msv-line", stroke: col, "data-series": String(k) }));
+      var g = svg("g", { "class": "msv-points" });
+      marks.push(dots.map(function (xy, i) {
+        if (xy === null) return null;
+        var c = svg("circle", { cx: xy[0], cy: xy[1], r: 3, fill: col, "class": "msv-point",
+          "data-series": String(k), "data-index": String(i) });
+        g.appendChild(c);
+        return c;
+      }));
+      root.appendChild(g);
+    });
+    var guide = svg("line", { y1: T, y2: T + ph, "class": "msv-guide", visibility: "hidden" });
+    root.appendChild(guide);
+    var hit = svg("rect", { x: L, y: T, width: pw, height: ph, "class": "msv-hit" });
+    root.appendChild(hit);
+    var shown = null;
+    hit.addEventListener("mousemove", function (evt) {
+      var box = root.getBoundingClientRect(), mx = evt.clientX - box.left, best = 0;
+      d.x.forEach(function (x, i) { if (Math.abs(fx(x) - mx) < Math.abs(fx(d.x[best]) - mx)) best = i; });
+      show(best, evt);
+    });
+    hit.addEventListener("mouseleave", function () { show(null); });
+    function show(i, evt) {
+      if (shown !== null) marks.forEach(function (m) { if (m[shown]) m[shown].setAttribute("r", 3); });
+      shown = i;
+      if (i === null) { guide.setAttribute("visibility", "hidden"); tip.hide(); return; }
+      guide.setAttribute("x1", fx(d.x[i])); guide.setAttribute("x2", fx(d.x[i]));
+      guide.setAttribute("visibility", "visible");
+      marks.forEach(function (m) { if (m[i]) m[i].setAttribute("r", 5); });
+      var rows = [(d.x_label || "x") + " = " + fmt(d.x[i])];
+      d.series.forEach(function (s) { rows.push([d.series.length > 1 ? s.label : (d.y_label || "y"), fmt(s.y[i])]); });
+      tip.show(evt, rows);
+    }
   }
 
   // ---------------------------------------------------------------- entry point
-  var RENDERERS = { attention: attention, token_colors: tokenColors, lens_table: lensTable, heatmap: heatmap };
+  var RENDERERS = { attention: attention, token_colors: tokenColors, lens_table: lensTable, heatmap: heatmap,
+    heatmaps: heatmaps, circuit_graph: circuitGraph, line_chart: lineChart };
 
   function render(root) {
     if (!root || root.getAttribute("data-msv-rendered")) return;
