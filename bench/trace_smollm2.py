@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.append(str(ROOT / "src"))  # after PYTHONPATH: a checkout given there wins
 sys.path.insert(0, str(ROOT / "bench"))
 
 MODEL = "smollm2-135m"
@@ -55,7 +55,7 @@ def main():
     print(f"{MODEL}: knows {len(known)} of the first {a.scan} known_1000 facts (top-1 token begins the attribute; "
           f"scan {t2 - t1:.0f} s); σ = {sigma:.4f} (3 × std of {len(facts)} subject embeddings)", flush=True)
     # keep only last-position logits where the engine offers it (the batched engine does; the reference loop ignores)
-    opts = {"positions": -1} if "positions" in inspect.signature(engine.run_variants).parameters else {}
+    opts = {"logits_at": -1} if "logits_at" in inspect.signature(engine.run_variants).parameters else {}
     traces, times = [], []
     for k in known[:a.max_facts]:
         if time.time() - t2 > a.minutes * 60:

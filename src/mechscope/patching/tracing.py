@@ -139,8 +139,9 @@ def _tokens_and_span(model, prompt, subject) -> tuple[Tensor, tuple[int, int]]:
     from ..datasets.facts import subject_span
 
     if isinstance(prompt, Tensor):
-        tokens = prompt.reshape(1, -1).long() if prompt.dim() == 1 or prompt.shape[0] == 1 else None
-        if tokens is None:
+        tokens = prompt.reshape(1, -1).long() if prompt.dim() == 1 or (prompt.dim() == 2 and prompt.shape[0] == 1) \
+            else None
+        if tokens is None or prompt.is_floating_point():
             raise InputError(f"trace runs one prompt; got token ids of shape {tuple(prompt.shape)}; pass (pos,) or (1, pos).")
         if isinstance(subject, str):
             raise InputError("with token ids as the prompt, give the subject as a token span (start, end).")
