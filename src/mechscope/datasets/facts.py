@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .spans import encode_with_spans
+from .spans import encode_with_spans, shared_data
 
-KNOWN_1000_PATH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "known_1000" / "known_1000.json"
+KNOWN_1000_PATH = shared_data("known_1000", "known_1000.json")
 """``shared/data/known_1000/known_1000.json`` beside the checkout (1,209 records, from ROME)."""
 
 

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, InputTypeError
-from .spans import encode_with_spans, single_token
+from .spans import encode_with_spans, shared_data, single_token
 
 # Wang et al. 2022's names, places, objects and BABA templates (Easy-Transformer's ioi_dataset.py).
 NAMES = [
@@ -77,7 +77,7 @@ BABA_TEMPLATES = [
 ABBA_TEMPLATES = [t.replace("[B] and [A]", "[A] and [B]", 1) for t in BABA_TEMPLATES]
 """The same templates with the first two names in the other order (IO first)."""
 
-REFERENCE_PATH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ioi" / "ioi.json"
+REFERENCE_PATH = shared_data("ioi", "ioi.json")
 """``shared/data/ioi/ioi.json`` beside the checkout (841 prompts, Wang et al.'s templates, other names)."""
 
 POSITIONS = ("IO", "S1", "S2", "end")

@@ -9,7 +9,20 @@ prefix-stable, which is checked).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ..errors import InputError
+
+
+def shared_data(*parts: str) -> Path:
+    """A file under ``shared/data``: ``$MECHSCOPE_SHARED/data/...`` when set, else the ``shared`` folder beside the
+    checkout (``../shared``) or beside the working directory; the first that exists (else the first candidate,
+    for the error message)."""
+    roots = [Path(os.environ["MECHSCOPE_SHARED"])] if os.environ.get("MECHSCOPE_SHARED") else []
+    roots += [Path(__file__).resolve().parents[3].parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
+    paths = [r.joinpath("data", *parts) for r in roots]
+    return next((p for p in paths if p.is_file()), paths[0])
 
 
 def encode(tokenizer, text: str, prepend_bos: bool) -> list[int]:
