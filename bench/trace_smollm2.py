@@ -37,13 +37,14 @@ def main():
     ap.add_argument("--samples", type=int, default=2, help="noise draws per fact (Meng et al.: 10)")
     ap.add_argument("--scan", type=int, default=300, help="scan the first N known_1000 facts for those the model knows")
     ap.add_argument("--max-facts", type=int, default=1000)
+    ap.add_argument("--resume", action="store_true", help="keep the traces already in the JSON and go on after them")
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     import mechscope
     from mechscope.datasets.facts import known_by, load_facts
     from mechscope.patching import engine
-    from mechscope.patching.tracing import average, subject_embedding_std, trace
+    from mechscope.patching.tracing import Trace, average, subject_embedding_std, trace
 
     t0 = time.time()
     model = mechscope.load(MODEL)
@@ -57,7 +58,14 @@ def main():
     # keep only last-position logits where the engine offers it (the batched engine does; the reference loop ignores)
     opts = {"logits_at": -1} if "logits_at" in inspect.signature(engine.run_variants).parameters else {}
     traces, times = [], []
-    for k in known[:a.max_facts]:
+    if a.resume and OUT.is_file():
+        old = json.loads(OUT.read_text())
+        by_id = {k.fact.known_id: k for k in known}
+        traces = [(by_id[f["known_id"]], Trace.from_dict(f["trace"])) for f in old["facts"]]
+        times = [old["seconds_per_fact"]] * len(traces)
+        print(f"resuming after {len(traces)} traced facts", flush=True)
+    done = {k.fact.known_id for k, _ in traces}
+    for k in [k for k in known if k.fact.known_id not in done][:max(0, a.max_facts - len(traces))]:
         if time.time() - t2 > a.minutes * 60:
             break
         ts = time.time()
@@ -73,7 +81,8 @@ def main():
             "window": WINDOW, "sigma": sigma, "seed": SEED, "seconds_per_fact": sum(times) / len(times),
             "engine_options": opts, "average": avg.to_dict(), "summary": summary(avg),
             "facts": [{"known_id": kf.fact.known_id, "prompt": kf.fact.prompt, "subject": kf.fact.subject,
-                       "answer": t.answer_str, "high": t.high, "low": t.low, "peaks": t.peaks()} for kf, t in traces],
+                       "answer": t.answer_str, "high": t.high, "low": t.low, "peaks": t.peaks(), "trace": t.to_dict()}
+                      for kf, t in traces],
         }, indent=1) + "\n")
     avg = average([t for _, t in traces])
     print(json.dumps(summary(avg), indent=1))

@@ -13,7 +13,7 @@ import mechscope
 from families import make_config, make_pair
 from mechscope.datasets.facts import Fact, known_by, load_facts, subject_span
 from mechscope.errors import InputError
-from mechscope.patching.tracing import (CATEGORIES, average, categories, trace, trace_with_patch,
+from mechscope.patching.tracing import (CATEGORIES, Trace, average, categories, trace, trace_with_patch,
                                         window_layers)
 
 TOKENS = torch.tensor([[1, 5, 9, 33, 17, 4, 60, 22]])
@@ -104,6 +104,8 @@ def test_categories_and_average(deep):
     torch.testing.assert_close(r.values[1], v1[:, 3] - low)                       # only t1 has a middle
     torch.testing.assert_close(r.values[4], (v1[:, 6] + v2[:, 3] + v2[:, 4]) / 3 - low)  # pooled per token
     assert avg.n == 2 and json.dumps(avg.to_dict())
+    back = Trace.from_dict(json.loads(json.dumps(t1.to_dict())))
+    assert torch.equal(back.results["resid"].values, t1.results["resid"].values) and back.subject == t1.subject
 
 
 def test_bad_input(deep):

@@ -224,6 +224,14 @@ class Trace:
                 "window": self.window, "method": self.method, "peaks": self.peaks(),
                 "results": {k: r.to_dict() for k, r in self.results.items()}}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Trace:
+        """The trace that :meth:`to_dict` wrote (e.g. read back from JSON)."""
+        results = {k: PatchResult(torch.tensor(r["values"], dtype=torch.float32), tuple(r["dims"]), r["labels"],
+                                  r["metric"], r["title"]) for k, r in d["results"].items()}
+        return cls(results, d["high"], d["low"], d["answer_id"], d["answer"], d["tokens"], tuple(d["subject"]),
+                   d["sigma"], d["samples"], d["window"], d["method"])
+
     def view(self, title: str | None = None):
         """Meng's picture, one heatmap per kind: tokens down (subject marked ``*``), layers across, p(answer)."""
         from .. import views
