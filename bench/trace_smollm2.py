@@ -58,7 +58,7 @@ def main():
     # keep only last-position logits where the engine offers it (the batched engine does; the reference loop ignores)
     opts = {"logits_at": -1} if "logits_at" in inspect.signature(engine.run_variants).parameters else {}
     traces, times = [], []
-    if a.resume and OUT.is_file():
+    if a.resume and OUT.is_file() and all("trace" in f for f in json.loads(OUT.read_text())["facts"]):
         old = json.loads(OUT.read_text())
         by_id = {k.fact.known_id: k for k in known}
         traces = [(by_id[f["known_id"]], Trace.from_dict(f["trace"])) for f in old["facts"]]
