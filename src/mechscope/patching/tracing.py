@@ -113,10 +113,14 @@ def _restore(pos: int, clean: Tensor):
     return hook
 
 
-def _replace(value: Tensor):
-    """Replace the whole activation by ``value`` (the cached corrupted state, (samples, pos, d))."""
+def _replace(value: Tensor, pos: int | None = None, clean: Tensor | None = None):
+    """Replace the whole activation by ``value`` (a cached corrupted state, (samples, pos, d)), with the clean
+    state (``clean``: (1, pos, d)) at token ``pos`` when given."""
     def hook(act, hook):
-        return value.to(device=act.device, dtype=act.dtype)
+        new = value.to(device=act.device, dtype=act.dtype, copy=True)  # never hand the cache itself to the model
+        if pos is not None:
+            new[:, pos] = clean[0, pos].to(new.dtype)
+        return new
     return hook
 
 
@@ -337,29 +341,7 @@ def trace(model, prompt: str | Tensor, subject: str | tuple[int, int], answer: s
     labels = [f"{t}*" if span[0] <= i < span[1] else t for i, t in enumerate(labels)]
     results = {}
     for kind in kinds:
-        cells, variants = [], []
-        for layer in range(n_layers):
-            if kind == "resid":
-                group, start = [layer], layer
-            else:
-                group = [l for l in window_layers(layer, window, n_layers) if f"blocks.{l}.{POINT[kind]}" in names]
-                start = group[0] if group else None
-            if not group:
-                continue  # no such point near this layer (hybrid blocks without attention or MLP): NaN
-            for pos in range(n_pos):
-                restore = [(f"blocks.{l}.{POINT[kind]}", _restore(pos, clean[f"blocks.{l}.{POINT[kind]}"]))
-                           for l in group]
-                if method == "noise":
-                    variants.append([noisy, *restore])
-                elif kind == "resid":  # the whole corrupted residual with one clean token
-                    name = f"blocks.{layer}.hook_resid_post"
-                    value = corrupt[name].clone()
-                    value[:, pos] = clean[name][0, pos]
-                    variants.append([(name, _replace(value))])
-                else:
-                    variants.append([(f"blocks.{start}.hook_resid_pre", _replace(corrupt[f"blocks.{start}.hook_resid_pre"])),
-                                     *restore])
-                cells.append((layer, pos))
+        cells, variants = _restorations(kind, method, window, n_layers, n_pos, names, clean, corrupt, noisy)
         values = torch.full((n_layers, n_pos), float("nan"))
         if variants:
             ps = run_variants(model, batch, variants, metric, **engine_options)
@@ -371,6 +353,32 @@ def trace(model, prompt: str | Tensor, subject: str | tuple[int, int], answer: s
                                     title=f"causal trace, {what[kind]}")
     answer_str = token_strings(model.tokenizer, torch.tensor([answer_id]))[0]
     return Trace(results, high, low, answer_id, answer_str, labels, span, sigma, samples, window, method)
+
+
+def _restorations(kind: str, method: str, window: int, n_layers: int, n_pos: int, names: set, clean, corrupt,
+                  noisy) -> tuple[list[tuple[int, int]], list]:
+    """The (layer, pos) cells of one kind and their variants, in the same order. Replay variants build their
+    replacement inside the hook, so memory holds one cached corrupted run, not one copy per cell."""
+    cells, variants = [], []
+    for layer in range(n_layers):
+        if kind == "resid":
+            group = [layer]
+        else:
+            group = [l for l in window_layers(layer, window, n_layers) if f"blocks.{l}.{POINT[kind]}" in names]
+        if not group:
+            continue  # no such point near this layer (hybrid blocks without attention or MLP): NaN
+        for pos in range(n_pos):
+            restore = [(f"blocks.{l}.{POINT[kind]}", _restore(pos, clean[f"blocks.{l}.{POINT[kind]}"])) for l in group]
+            if method == "noise":
+                variants.append([noisy, *restore])
+            elif kind == "resid":  # the whole corrupted residual, one token clean
+                name = f"blocks.{layer}.hook_resid_post"
+                variants.append([(name, _replace(corrupt[name], pos, clean[name]))])
+            else:  # the corrupted residual entering the window, then the window's clean outputs at one token
+                name = f"blocks.{group[0]}.hook_resid_pre"
+                variants.append([(name, _replace(corrupt[name])), *restore])
+            cells.append((layer, pos))
+    return cells, variants
 
 
 def _replay_reproduces(model, batch: Tensor, corrupt, metric, low: float, n_layers: int) -> bool:
