@@ -1,9 +1,10 @@
 """``mechscope`` command line. One module per group of commands, all on one typer ``app``:
-``core`` (info, run, models, demo), ``microscope`` (heads, dla, attribute), ``lens`` (lens, lens train, lens eval), ``patch`` (patch)."""
+``core`` (info, run, models, demo), ``microscope`` (heads, dla, attribute), ``lens`` (lens, lens train, lens eval),
+``patch`` (patch), ``ablate`` (knockout, path-patch), ``circuit`` (circuit), ``trace`` (trace)."""
 
 from __future__ import annotations
 
-from . import core, lens, microscope, patch  # noqa: F401  (registers the commands)
+from . import core, lens, microscope, patch, trace  # noqa: F401  (registers the commands)
 from .common import app, console
 from .core import _cache_estimates
 
