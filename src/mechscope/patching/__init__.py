@@ -5,7 +5,13 @@ Everything here runs on one primitive, ``engine.run_variants``: the same input r
 of hooks), many variants stacked along the batch in one forward.
 """
 
+from .ablation import Ablation, KnockoutResult, ablate, ablation_hooks, knockout
+from .attribution import AttributionResult, attribution_patch, attribution_patch_all, correlation
 from .engine import Variant, run_variants
+from .path import PathPatchResult, path_patch
 from .result import PatchResult
 
-__all__ = ["PatchResult", "Variant", "run_variants"]
+__all__ = ["PatchResult", "Variant", "run_variants",
+           "Ablation", "KnockoutResult", "ablate", "ablation_hooks", "knockout",
+           "PathPatchResult", "path_patch",
+           "AttributionResult", "attribution_patch", "attribution_patch_all", "correlation"]
