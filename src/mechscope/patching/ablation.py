@@ -93,6 +93,9 @@ def _pairs(items, what: str, example: str) -> list[tuple[int, int]]:
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items:
         raise InputTypeError(f"{what} must be a non-empty list of (layer, index) pairs such as {example}, got "
                              f"{type_name(items)}.")
+    if len(items) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise InputTypeError(f"{what} must be a list of (layer, index) pairs; wrap a single pair in a list: "
+                             f"[{tuple(items)}].")
     out = []
     for p in items:
         if (not isinstance(p, (tuple, list)) or len(p) != 2
