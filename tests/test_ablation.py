@@ -165,3 +165,31 @@ def test_bad_input_is_a_sentence(llama):
         knockout(llama, toks(0), metric, "experts")
     with pytest.raises(KeyError, match="did you mean"):
         ablation_hooks(llama, "blocks.0.hook_atn_out")
+
+
+def test_cli_knockout_and_path_patch_write_json_and_html(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    runner = CliRunner()
+    out, page = tmp_path / "k.json", tmp_path / "k.html"
+    r = runner.invoke(app, ["knockout", "default", "Tom had a cat. Tom had a", "--answer", " cat", "--wrong", " dog",
+                            "--method", "mean", "--json", str(out), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["dims"] == ["layer", "head"] and data["method"] == "mean" and "baseline" in data
+    assert "<script" in page.read_text()
+    r = runner.invoke(app, ["path-patch", "default", "--clean", "Tom had a cat. Tom had a", "--corrupt",
+                            "Tom had a dog. Tom had a", "--answer", " cat", "--receivers", "1.3.qkv",
+                            "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["receivers"] == [[1, 3, "qkv"]] and len(data["values"]) == 1 and len(data["values"][0]) == len(data["labels"]["head"])
+    r = runner.invoke(app, ["path-patch", "default", "--clean", "a b", "--corrupt", "a b c", "--answer", " cat"])
+    assert r.exit_code == 2 and "same length" in r.output
+    r = runner.invoke(app, ["path-patch", "default", "--clean", "a", "--corrupt", "b", "--answer", " cat",
+                            "--receivers", "1.q"])
+    assert r.exit_code == 2 and "LAYER.HEAD.INPUT" in r.output
