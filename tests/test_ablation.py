@@ -94,7 +94,8 @@ def test_pooled_mean_is_padding_aware_and_per_position_mean_needs_the_same_lengt
     mask[2, 3:] = 0
     ab = Ablation(llama, "mean", ref, reference_mask=mask)
     ab.prepare(["blocks.0.hook_mlp_out"])
-    act = llama.run_with_cache(ref, attention_mask=mask, names_filter="blocks.0.hook_mlp_out")[1]["blocks.0.hook_mlp_out"]
+    _, cache = llama.run_with_cache(ref, attention_mask=mask, names_filter="blocks.0.hook_mlp_out")
+    act = cache["blocks.0.hook_mlp_out"]
     torch.testing.assert_close(ab._stats["blocks.0.hook_mlp_out"], act[mask.bool()].mean(0))
     with pytest.raises(InputError, match="padded"):
         Ablation(llama, "mean", ref, mean="position", reference_mask=mask).hooks("blocks.0.hook_mlp_out")
@@ -187,7 +188,8 @@ def test_cli_knockout_and_path_patch_write_json_and_html(tmp_path):
                             "--json", str(out)])
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
-    assert data["receivers"] == [[1, 3, "qkv"]] and len(data["values"]) == 1 and len(data["values"][0]) == len(data["labels"]["head"])
+    assert data["receivers"] == [[1, 3, "qkv"]] and len(data["values"]) == 1
+    assert len(data["values"][0]) == len(data["labels"]["head"])
     r = runner.invoke(app, ["path-patch", "default", "--clean", "a b", "--corrupt", "a b c", "--answer", " cat"])
     assert r.exit_code == 2 and "differ in shape" in r.output
     r = runner.invoke(app, ["path-patch", "default", "--clean", "a", "--corrupt", "b", "--answer", " cat",

@@ -50,7 +50,8 @@ def test_equals_the_first_order_term_by_float64_finite_differences(model64):
 
         def at(eps):
             with torch.no_grad():
-                return float(metric(model64.run_with_hooks(corrupted, fwd_hooks=[(name, lambda a, h: a + eps * delta)])))
+                logits = model64.run_with_hooks(corrupted, fwd_hooks=[(name, lambda a, h: a + eps * delta)])
+                return float(metric(logits))
         return (at(1e-5) - at(-1e-5)) / 2e-5
 
     cases = [("resid_pre", "blocks.1.hook_resid_pre", (slice(None), 3), (1, 3)),

@@ -163,12 +163,14 @@ class Ablation:
     Statistics are computed on the first ``hooks`` call that needs them, in one forward over the reference for all
     the points asked for (``prepare`` computes them for many points at once)."""
 
-    def __init__(self, model, method: Method = "zero", reference=None, *, mean: Literal["pooled", "position"] = "pooled",
+    def __init__(self, model, method: Method = "zero", reference=None, *,
+                 mean: Literal["pooled", "position"] = "pooled",
                  seed: int = 0, reference_mask: Tensor | None = None):
         if method not in METHODS:
             raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
         if mean not in ("pooled", "position"):
-            raise InputError(f"mean must be 'pooled' (over all real tokens) or 'position' (per position), got {mean!r}.")
+            raise InputError(f"mean must be 'pooled' (over all real tokens) or 'position' (per position), got "
+                             f"{mean!r}.")
         if method != "zero" and reference is None:
             raise InputError(f"{method} ablation needs a reference: token ids (R, pos) or texts to take the "
                              f"{'mean' if method == 'mean' else 'activations'} from (e.g. reference=clean_tokens).")
@@ -339,8 +341,8 @@ def components(model, which, *, head_point: str = "z", layers: Sequence[int] | N
         if which == "heads":
             ls = [l for l in (layers if layers is not None else range(n)) if has(l, HEAD_POINTS.get(head_point, ""))]
             if not ls:
-                raise InputError(f"no chosen block has {HEAD_POINTS.get(head_point, head_point)}, so there are no heads "
-                                 "to knock out.")
+                raise InputError(f"no chosen block has {HEAD_POINTS.get(head_point, head_point)}, so there are no "
+                                 "heads to knock out.")
             counts = {model.hook_dict[f"blocks.{l}.{HEAD_POINTS[head_point]}"].shape[
                 unit_axis(model, f"blocks.{l}.{HEAD_POINTS[head_point]}")] for l in ls}
             h = max(counts)
@@ -353,8 +355,9 @@ def components(model, which, *, head_point: str = "z", layers: Sequence[int] | N
             ls = [l for l in (layers if layers is not None else range(n)) if has(l, "mlp.hook_post")]
             widths = {model.hook_dict[f"blocks.{l}.mlp.hook_post"].shape[-1] for l in ls}
             if len(widths) != 1:
-                raise InputError("no chosen block has mlp.hook_post, so there are no neurons to knock out." if not widths
-                                 else f"the MLPs have different widths ({sorted(widths)}); pick layers= of one width.")
+                raise InputError("no chosen block has mlp.hook_post, so there are no neurons to knock out." if not
+                                 widths else f"the MLPs have different widths ({sorted(widths)}); pick layers= of one "
+                                 "width.")
             m = widths.pop()
             return (("layer", "neuron"), {"layer": [str(l) for l in ls], "neuron": [str(i) for i in range(m)]},
                     [dict(neurons=[(l, i)]) for l in ls for i in range(m)])
@@ -395,7 +398,8 @@ def knockout(model, tokens, metric: Callable[[Tensor], Tensor], components="head
     ``Ablation`` (mean and resample default to the input as its own reference). Values have dims ``("layer",
     "head")``, ``("layer",)``, ``("layer", "neuron")`` or ``("component",)``."""
     if not callable(metric):
-        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got {type_name(metric)}.")
+        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got "
+                             f"{type_name(metric)}.")
     batch = model._batch(tokens, None, None)
     dims, labels, comps = _components(model, components, head_point=head_point, layers=layers)
     ab = Ablation(model, method, batch.tokens if reference is None and method != "zero" else reference, mean=mean,
@@ -407,7 +411,8 @@ def knockout(model, tokens, metric: Callable[[Tensor], Tensor], components="head
                           for v in run_variants(model, batch.tokens, variants, metric, **kwargs)])
     shape = [len(labels[d]) for d in dims]
     return KnockoutResult(values.reshape(shape), tuple(dims), labels, metric=getattr(metric, "__name__", "metric"),
-                          title=f"{method}-ablation knock-out ({components if isinstance(components, str) else 'list'})",
+                          title=f"{method}-ablation knock-out "
+                                f"({components if isinstance(components, str) else 'list'})",
                           baseline=float(baseline), method=method)
 
 

@@ -110,7 +110,8 @@ def _setup(model, clean, corrupted, metric, direction):
         raise InputError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), "
                          f"got {direction!r}.")
     if not callable(metric):
-        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got {type_name(metric)}.")
+        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got "
+                             f"{type_name(metric)}.")
     clean_b, corrupt_b = model._batch(clean, None, None), model._batch(corrupted, None, None)
     if clean_b.tokens.shape != corrupt_b.tokens.shape:
         raise InputError(f"clean {tuple(clean_b.tokens.shape)} and corrupted {tuple(corrupt_b.tokens.shape)} token "
