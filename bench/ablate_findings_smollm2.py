@@ -1,14 +1,18 @@
 """Findings on SmolLM2-135M IOI: exact activation patching of heads and resid_pre, attribution patching against
 it, path patching from heads to the logits and into the q/k/v of the heads that matter, knock-outs of the top heads.
 
-Run (about 15 min on one CPU core):
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python bench/ablate_findings_smollm2.py
-Writes bench/ablate_findings.json and prints a markdown summary (the README's numbers).
+Run in two independent parts (about 8 and 12 min of one CPU core; they can run side by side):
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python bench/ablate_findings_smollm2.py a   # patching, attribution
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python bench/ablate_findings_smollm2.py b   # path patching, knock-outs
+    (add "kv" after b to also path-patch into the keys and values of the chosen heads, or run part c with the heads
+    part b chose: ... ablate_findings_smollm2.py c 29.1,23.0,23.7)
+Writes bench/ablate_findings_<part>.json and prints a markdown summary (the README's numbers).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -20,8 +24,8 @@ from mechscope.patching import ablate, attribution_patch_all, correlation, knock
 
 MODEL = "smollm2-135m"
 N_PROMPTS, SEED = 64, 0      # generated IOI prompts; the largest unpadded template group is used
+BATCH = 6                    # prompts of that group used
 TOP = 5                      # heads reported per sweep
-OUT = Path(__file__).with_name("ablate_findings.json")
 
 
 def exact_resid_pre(model, clean, corrupted, metric):
@@ -40,12 +44,12 @@ def exact_resid_pre(model, clean, corrupted, metric):
     return torch.stack(run_variants(model, corrupted, variants, metric)).reshape(n, p)
 
 
-def main():
+def main(part: str, kv: bool):
     t0 = time.time()
     torch.manual_seed(0)
     model = mechscope.load(MODEL)
     ds = ioi_dataset(model, n=N_PROMPTS, seed=SEED)
-    group = max(ds.by_template().values(), key=len)
+    group = max(ds.by_template().values(), key=len)[:BATCH]
     clean, corrupted, metric = group.tokens, group.corrupted_tokens, group.metric()
     metric.__name__ = "logit difference"
     out = {"model": MODEL, "prompts": group.texts, "corrupted": group.corrupted_texts}
@@ -56,12 +60,25 @@ def main():
           f"{group.corrupted_texts[0]!r}")
     print(f"logit difference clean {ld_clean:.3f}, ABC-corrupted {ld_corr:.3f}")
 
+    if part == "a":
+        part_a(model, clean, corrupted, metric, ld_corr, out)
+    elif part == "c":
+        movers = [tuple(int(x) for x in h.split(".")) for h in sys.argv[2].split(",")]
+        path_into_heads(model, clean, corrupted, metric, out, movers, ("kv",))
+    else:
+        part_b(model, clean, corrupted, metric, out, kv)
+    path = Path(__file__).with_name(f"ablate_findings_{part}.json")
+    path.write_text(json.dumps(out, indent=1))
+    print(f"\nwrote {path} in {time.time() - t0:.0f}s")
+
+
+def part_a(model, clean, corrupted, metric, ld_corr, out):
     # exact activation patching of every head's z (denoise) == path patching to the logits with nothing frozen
     t = time.time()
     act_z = path_patch(model, clean, corrupted, metric, senders="heads", freeze_heads=False)
     out["act_patch_z"] = act_z.to_dict()
     print(f"\n### Activation patching of z (denoise), {time.time() - t:.0f}s; baseline {act_z.baseline:.3f}")
-    print("top heads (patched logit diff):", ", ".join(f"{l} {v:+.3f}" for l, v in
+    print("largest effects on the logit difference:", ", ".join(f"{l} {v:+.3f}" for l, v in
                                                      _top(act_z.values - act_z.baseline, act_z, TOP)))
 
     t = time.time()
@@ -82,6 +99,8 @@ def main():
           f"top-{c_z['k']} overlap {c_z['top_k_overlap']:.2f}")
     print("attribution top heads:", ", ".join(f"{l} {v:+.3f}" for l, v in _top(attr["z"].effects(), attr["z"], TOP)))
 
+
+def part_b(model, clean, corrupted, metric, out, kv):
     # path patching to the logits, Wang et al.'s noising form: the clean run with one head from the ABC run
     t = time.time()
     pl = path_patch(model, clean, corrupted, metric, senders="heads", receivers="logits", direction="noise")
@@ -94,7 +113,12 @@ def main():
     out["movers"] = movers
     print("receivers chosen (most negative: the name-mover analogues):", movers)
 
-    for which in ("q", "kv"):
+    path_into_heads(model, clean, corrupted, metric, out, movers, ("q", "kv") if kv else ("q",))
+    knockouts(model, clean, corrupted, metric, out, movers)
+
+
+def path_into_heads(model, clean, corrupted, metric, out, movers, inputs):
+    for which in inputs:
         t = time.time()
         r = path_patch(model, clean, corrupted, metric, senders="heads",
                        receivers=[(l, h if which == "q" else h // (model.cfg.n_heads // model.cfg.n_kv_heads), which)
@@ -104,6 +128,8 @@ def main():
         print(f"\n### Path patching heads -> {which} of {movers} (noise), {time.time() - t:.0f}s")
         print("largest effects:", ", ".join(f"{l} {v:+.3f}" for l, v in _top(e, r, 8)))
 
+
+def knockouts(model, clean, corrupted, metric, out, movers):
     # knock-outs of the top heads, one at a time and together
     top_heads = sorted(set(movers) | {(23, 3), (29, 1)})
     out["knockout"] = {}
@@ -115,8 +141,6 @@ def main():
         print(f"{method}: baseline {k1.baseline:.3f}; " + ", ".join(
             f"{lab} {v:.3f}" for lab, v in zip(k1.labels["component"], k1.values.tolist()))
             + f"; all {len(top_heads)} together {all_v:.3f}")
-    OUT.write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {OUT} in {time.time() - t0:.0f}s")
 
 
 def _top(values, result, k):
@@ -127,4 +151,4 @@ def _top(values, result, k):
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "a", "kv" in sys.argv[2:])
