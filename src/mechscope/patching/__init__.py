@@ -5,7 +5,11 @@ Everything here runs on one primitive, ``engine.run_variants``: the same input r
 of hooks), many variants stacked along the batch in one forward.
 """
 
+from .circuit import Circuit, FaithfulnessCurve, ablate_edges, extract, faithfulness, faithfulness_curve
+from .eap import EdgeScores, eap
 from .engine import Variant, run_variants
+from .graph import Graph
 from .result import PatchResult
 
-__all__ = ["PatchResult", "Variant", "run_variants"]
+__all__ = ["Circuit", "EdgeScores", "FaithfulnessCurve", "Graph", "PatchResult", "Variant", "ablate_edges", "eap",
+           "extract", "faithfulness", "faithfulness_curve", "run_variants"]
