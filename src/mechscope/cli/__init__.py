@@ -1,9 +1,10 @@
 """``mechscope`` command line. One module per group of commands, all on one typer ``app``:
-``core`` (info, run, models, demo), ``microscope`` (heads, dla, attribute), ``lens`` (lens, lens train, lens eval)."""
+``core`` (info, run, models, demo), ``microscope`` (heads, dla, attribute), ``lens`` (lens, lens train, lens eval),
+``circuit`` (circuit)."""
 
 from __future__ import annotations
 
-from . import core, lens, microscope  # noqa: F401  (registers the commands)
+from . import circuit, core, lens, microscope  # noqa: F401  (registers the commands)
 from .common import app, console
 from .core import _cache_estimates
 
