@@ -1,0 +1,152 @@
+"""Circuit-discovery findings (issue #7): the induction circuit of the embedded default model (TinyStories-656K)
+by EAP, EAP-IG and exact edge patching, checked against the head detectors; IOI on SmolLM2-135M by EAP and EAP-IG
+with faithfulness-vs-size curves and the heads in the circuit, compared with DLA's top heads.
+
+    nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH=src python bench/circuits_findings.py [--skip-smollm]
+
+Writes bench/CIRCUITS.md and bench/circuits_findings.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import mechscope
+from mechscope.cli.circuit import induction_task, ioi_task
+from mechscope.detectors import find_heads
+from mechscope.patching import Graph, eap, faithfulness, faithfulness_curve
+
+OUT = Path(__file__).parent
+lines: list[str] = []
+data: dict = {}
+
+
+def say(s: str = "") -> None:
+    print(s, flush=True)
+    lines.append(s)
+
+
+def corr(a, b, valid) -> float:
+    return float(torch.corrcoef(torch.stack([a[valid].double(), b[valid].double()]))[0, 1])
+
+
+def rank_of(scores, edge: str) -> int:
+    ordered = [e for e, _ in scores.top(scores.graph.n_edges)]
+    return ordered.index(edge) + 1
+
+
+def default_model() -> None:
+    say("## Induction circuit of the default model (TinyStories-656K, 2 layers × 8 heads)\n")
+    m = mechscope.load("default")
+    heads = find_heads(m, detectors=("previous_token", "induction"))
+    prev = heads.top("previous_token", 3)
+    ind = heads.top("induction", 3)
+    say(f"head detectors: previous-token {', '.join(f'L{l}H{h} {s:.2f}' for l, h, s in prev)}; "
+        f"induction {', '.join(f'L{l}H{h} {s:.2f}' for l, h, s in ind)}\n")
+    t = induction_task(m, n_seqs=8, seg_len=20)
+    say(f"task: {t.description}\n")
+    g = Graph(m)
+    res = {}
+    for method in ("eap", "eap-ig", "exact"):
+        t0 = time.perf_counter()
+        res[method] = eap(m, t.clean, t.corrupted, t.metric, method=method, ig_steps=5, graph=g)
+        res[method].meta["seconds"] = time.perf_counter() - t0
+    s = res["eap"]
+    say(f"metric clean {s.clean:.3f}, corrupted {s.corrupted:.3f}; {g}\n")
+    pl, ph = prev[0][:2]
+    il, ih = ind[0][:2]
+    k_edge = f"a{pl}.h{ph}->a{il}.h{ih}<k>"
+    say("| method | time (s) | Pearson r with exact | rank of " + k_edge + " | its score | top 5 edges |")
+    say("|---|---|---|---|---|---|")
+    for method, r in res.items():
+        say(f"| {method} | {r.meta['seconds']:.1f} | {corr(r.scores, res['exact'].scores, g.valid):.3f} | "
+            f"{rank_of(r, k_edge)} / {g.n_edges} | {r[k_edge]:+.3f} | "
+            + ", ".join(f"{e} {v:+.2f}" for e, v in r.top(5)) + " |")
+    say("")
+    # where the previous-token head's output goes, and what feeds the induction head's key
+    for method in ("eap", "exact"):
+        r = res[method]
+        into_k = sorted(((g.senders[si].name, float(r.scores[si, g.receiver_index(f'a{il}.h{ih}<k>')]))
+                         for si in range(g.n_senders) if g.valid[si, g.receiver_index(f'a{il}.h{ih}<k>')]),
+                        key=lambda x: -abs(x[1]))[:4]
+        say(f"{method}: strongest edges into a{il}.h{ih}<k>: " + ", ".join(f"{n} {v:+.3f}" for n, v in into_k))
+    say("")
+    sizes = [5, 10, 15, 20, 30, 50, 80, 110]
+    say("faithfulness vs size (edges kept after pruning to input → logits paths):\n")
+    say("| method | " + " | ".join(str(x) for x in sizes) + " |")
+    say("|---|" + "---|" * len(sizes))
+    curves = {}
+    for method, r in res.items():
+        c = faithfulness_curve(m, r, t.clean, t.corrupted, t.metric, sizes=sizes)
+        curves[method] = c.to_dict()
+        say(f"| {method} | " + " | ".join(f"{v:.3f} ({n})" for v, n in zip(c.values, c.n_edges)) + " |")
+    say("")
+    for method in ("eap", "exact"):
+        circ = res[method].extract(n_edges=20)
+        f = faithfulness(m, circ, t.clean, t.corrupted, t.metric)
+        say(f"{method} top-20 circuit: {circ.n_edges} edges, nodes {', '.join(circ.nodes)}; faithfulness {f:.3f}; "
+            f"contains {k_edge}: {bool(circ.edges[g.sender_index(f'a{pl}.h{ph}'), g.receiver_index(f'a{il}.h{ih}<k>')])}")
+    say("")
+    data["default"] = {"prev_token_heads": prev, "induction_heads": ind, "k_edge": k_edge,
+                       "curves": curves, **{m_: {"top": r.top(20), "seconds": r.meta["seconds"]} for m_, r in res.items()}}
+
+
+def smollm() -> None:
+    say("## IOI on SmolLM2-135M (30 layers × 9 heads, 3 kv heads)\n")
+    m = mechscope.load("smollm2-135m")
+    t = ioi_task(m, n=8)
+    say(f"task: {t.description}\n")
+    t0 = time.perf_counter()
+    g = Graph(m)
+    say(f"{g} (built and checked in {time.perf_counter() - t0:.1f} s)\n")
+    res = {}
+    for method in ("eap", "eap-ig"):
+        t0 = time.perf_counter()
+        res[method] = eap(m, t.clean, t.corrupted, t.metric, method=method, ig_steps=5, ig_batch=5, graph=g)
+        res[method].meta["seconds"] = time.perf_counter() - t0
+        say(f"{method}: {res[method].meta['seconds']:.1f} s; clean logit diff {res[method].clean:.3f}, corrupted "
+            f"{res[method].corrupted:.3f}; top edges: " + ", ".join(f"{e} {v:+.3f}" for e, v in res[method].top(8)))
+    say(f"\nPearson r of EAP and EAP-IG edge scores: {corr(res['eap'].scores, res['eap-ig'].scores, g.valid):.3f}")
+    top_e = {e for e, _ in res["eap"].top(200)}
+    top_i = {e for e, _ in res["eap-ig"].top(200)}
+    say(f"overlap of their top-200 edges: {len(top_e & top_i)}\n")
+    sizes = [20, 50, 100, 200, 500, 1000, 2000, 5000]
+    say("faithfulness vs size (edges kept after pruning):\n")
+    say("| method | " + " | ".join(str(x) for x in sizes) + " |")
+    say("|---|" + "---|" * len(sizes))
+    curves = {}
+    for method, r in res.items():
+        t0 = time.perf_counter()
+        c = faithfulness_curve(m, r, t.clean, t.corrupted, t.metric, sizes=sizes)
+        curves[method] = c.to_dict()
+        say(f"| {method} | " + " | ".join(f"{v:.3f} ({n})" for v, n in zip(c.values, c.n_edges)) + " |")
+        print(f"curve {method}: {time.perf_counter() - t0:.1f} s", flush=True)
+    say("")
+    for method, r in res.items():
+        circ = r.extract(n_edges=500)
+        heads = [n for n in circ.nodes if n.startswith("a")]
+        to_logits = sorted(((g.senders[si].name, float(r.scores[si, -1])) for si in range(g.n_senders)),
+                           key=lambda x: -abs(x[1]))[:6]
+        say(f"{method} top-500 circuit: {circ.n_edges} edges, {len(circ.nodes)} nodes, {len(heads)} heads; "
+            f"L23H3 in it: {'a23.h3' in circ.nodes}, L29H1 in it: {'a29.h1' in circ.nodes}; "
+            f"strongest edges into the logits: " + ", ".join(f"{n} {v:+.3f}" for n, v in to_logits))
+        node = sorted(((n, v) for n, v in r.node_scores().items() if n.startswith("a")), key=lambda x: -abs(x[1]))[:10]
+        say(f"  heads by summed outgoing score: " + ", ".join(f"{n} {v:+.3f}" for n, v in node))
+    data["smollm2"] = {"curves": curves, **{m_: {"top": r.top(30), "seconds": r.meta["seconds"]}
+                                             for m_, r in res.items()}}
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    t_all = time.perf_counter()
+    say("# Circuit discovery findings (bench/circuits_findings.py)\n")
+    default_model()
+    if "--skip-smollm" not in sys.argv:
+        smollm()
+    say(f"\ntotal {time.perf_counter() - t_all:.0f} s on CPU ({torch.get_num_threads()} thread(s)).")
+    (OUT / "CIRCUITS.md").write_text("\n".join(lines) + "\n")
+    (OUT / "circuits_findings.json").write_text(json.dumps(data, indent=1, default=float))
