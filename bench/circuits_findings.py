@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 import torch
 
 import mechscope
@@ -21,8 +23,24 @@ from mechscope.detectors import find_heads
 from mechscope.patching import Graph, eap, faithfulness, faithfulness_curve
 
 OUT = Path(__file__).parent
+IMAGES = OUT.parent / "docs" / "images"
 lines: list[str] = []
 data: dict = {}
+
+
+def picture(view, name: str) -> None:
+    """Save a view as HTML under /tmp and a PNG under docs/images (needs views.circuit_graph / line_chart and
+    Chromium; skipped with a line otherwise)."""
+    try:
+        from screenshot import screenshot
+
+        html = Path("/tmp") / f"{name}.html"
+        view().save(html)
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        screenshot(html, IMAGES / f"{name}.png", width=1100, height=760)
+        print(f"picture docs/images/{name}.png", flush=True)
+    except Exception as e:  # a picture is a bonus: the numbers stand without it
+        print(f"no picture {name}: {type(e).__name__}: {e}", flush=True)
 
 
 def say(s: str = "") -> None:
@@ -66,6 +84,10 @@ def default_model() -> None:
         say(f"| {method} | {r.meta['seconds']:.1f} | {corr(r.scores, res['exact'].scores, g.valid):.3f} | "
             f"{rank_of(r, k_edge)} / {g.n_edges} | {r[k_edge]:+.3f} | "
             + ", ".join(f"{e} {v:+.2f}" for e, v in r.top(5)) + " |")
+    for method, r in res.items():
+        say(f"{method}: a{pl}.h{ph}->a1.h0<k> rank {rank_of(r, f'a{pl}.h{ph}->a1.h0<k>')}, score "
+            f"{r[f'a{pl}.h{ph}->a1.h0<k>']:+.3f}; a{pl}.h{ph}->m0<in> {r[f'a{pl}.h{ph}->m0<in>']:+.3f}; "
+            f"m0->a1.h0<k> {r['m0->a1.h0<k>']:+.3f}; m0->a1.h0<v> {r['m0->a1.h0<v>']:+.3f}")
     say("")
     # where the previous-token head's output goes, and what feeds the induction head's key
     for method in ("eap", "exact"):
@@ -82,14 +104,20 @@ def default_model() -> None:
     curves = {}
     for method, r in res.items():
         c = faithfulness_curve(m, r, t.clean, t.corrupted, t.metric, sizes=sizes)
-        curves[method] = c.to_dict()
+        curves[method] = c
         say(f"| {method} | " + " | ".join(f"{v:.3f} ({n})" for v, n in zip(c.values, c.n_edges)) + " |")
     say("")
+    picture(lambda: curves["eap"].view("default model, induction: faithfulness vs circuit size", curves["eap-ig"],
+                                       curves["exact"]), "circuit_default_curve")
+    curves = {k: c.to_dict() for k, c in curves.items()}
     for method in ("eap", "exact"):
         circ = res[method].extract(n_edges=20)
         f = faithfulness(m, circ, t.clean, t.corrupted, t.metric)
         say(f"{method} top-20 circuit: {circ.n_edges} edges, nodes {', '.join(circ.nodes)}; faithfulness {f:.3f}; "
             f"contains {k_edge}: {bool(circ.edges[g.sender_index(f'a{pl}.h{ph}'), g.receiver_index(f'a{il}.h{ih}<k>')])}")
+        if method == "exact":
+            picture(lambda: circ.view(f"default model, induction: exact top-20 circuit, faithfulness {f:.3f}"),
+                    "circuit_default")
     say("")
     data["default"] = {"prev_token_heads": prev, "induction_heads": ind, "k_edge": k_edge,
                        "curves": curves, **{m_: {"top": r.top(20), "seconds": r.meta["seconds"]} for m_, r in res.items()}}
@@ -114,6 +142,15 @@ def smollm() -> None:
     top_e = {e for e, _ in res["eap"].top(200)}
     top_i = {e for e, _ in res["eap-ig"].top(200)}
     say(f"overlap of their top-200 edges: {len(top_e & top_i)}\n")
+    union = g.edge_mask(sorted({e for e, _ in res["eap"].top(25)} | {e for e, _ in res["eap-ig"].top(25)}))
+    t0 = time.perf_counter()
+    ex = eap(m, t.clean, t.corrupted, t.metric, method="exact", graph=g, edges=union)
+    say(f"exact single-edge ablation of the {int(union.sum())} edges in either top-25 ({time.perf_counter() - t0:.0f} s): "
+        + "; ".join(f"{k} Pearson r {corr(r.scores, ex.scores, union):.3f}, same sign "
+                    f"{int(((r.scores[union] > 0) == (ex.scores[union] > 0)).sum())}/{int(union.sum())}"
+                    for k, r in res.items()))
+    say("edge: EAP / EAP-IG / exact: " + ", ".join(
+        f"{e} {res['eap'][e]:+.2f}/{res['eap-ig'][e]:+.2f}/{ex[e]:+.2f}" for e, _ in res["eap-ig"].top(8)) + "\n")
     sizes = [20, 50, 100, 200, 500, 1000, 2000, 5000]
     say("faithfulness vs size (edges kept after pruning):\n")
     say("| method | " + " | ".join(str(x) for x in sizes) + " |")
@@ -122,10 +159,13 @@ def smollm() -> None:
     for method, r in res.items():
         t0 = time.perf_counter()
         c = faithfulness_curve(m, r, t.clean, t.corrupted, t.metric, sizes=sizes)
-        curves[method] = c.to_dict()
+        curves[method] = c
         say(f"| {method} | " + " | ".join(f"{v:.3f} ({n})" for v, n in zip(c.values, c.n_edges)) + " |")
         print(f"curve {method}: {time.perf_counter() - t0:.1f} s", flush=True)
     say("")
+    picture(lambda: curves["eap"].view("SmolLM2-135M, IOI: faithfulness vs circuit size", curves["eap-ig"]),
+            "circuit_smollm2_curve")
+    curves = {k: c.to_dict() for k, c in curves.items()}
     for method, r in res.items():
         circ = r.extract(n_edges=500)
         heads = [n for n in circ.nodes if n.startswith("a")]
@@ -135,7 +175,13 @@ def smollm() -> None:
             f"L23H3 in it: {'a23.h3' in circ.nodes}, L29H1 in it: {'a29.h1' in circ.nodes}; "
             f"strongest edges into the logits: " + ", ".join(f"{n} {v:+.3f}" for n, v in to_logits))
         node = sorted(((n, v) for n, v in r.node_scores().items() if n.startswith("a")), key=lambda x: -abs(x[1]))[:10]
-        say(f"  heads by summed outgoing score: " + ", ".join(f"{n} {v:+.3f}" for n, v in node))
+        say("  heads by summed outgoing score: " + ", ".join(f"{n} {v:+.3f}" for n, v in node))
+    small = res["eap-ig"].extract(n_edges=60)
+    fs = faithfulness(m, small, t.clean, t.corrupted, t.metric)
+    say(f"eap-ig top-60 circuit: {small.n_edges} edges, faithfulness {fs:.3f}, heads "
+        + ", ".join(n for n in small.nodes if n.startswith("a")))
+    picture(lambda: small.view(f"SmolLM2-135M, IOI: EAP-IG top-60 circuit, faithfulness {fs:.3f}"),
+            "circuit_smollm2")
     data["smollm2"] = {"curves": curves, **{m_: {"top": r.top(30), "seconds": r.meta["seconds"]}
                                              for m_, r in res.items()}}
 

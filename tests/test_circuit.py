@@ -141,3 +141,27 @@ def test_default_model_induction_circuit():
         clean = float(t.metric(m(t.clean)))
     ablated = float(ablate_edges(m, t.clean, t.corrupted, ks, graph=g, metric=t.metric))
     assert ablated < clean - 0.1
+
+
+def test_view_and_memory_refusal(monkeypatch):
+    import importlib
+
+    from mechscope.memory import CacheMemoryError
+
+    eap_module = importlib.import_module("mechscope.patching.eap")   # the module, not the function it exports
+
+    hf, _ = make_pair("gemma3_text", torch.float32)          # whole-layer attention nodes: per-head edges merged
+    model = mechscope.Model.from_hf(hf)
+    g = Graph(model)
+    t, c = torch.randint(3, 100, (1, 5)), torch.randint(3, 100, (1, 5))
+    monkeypatch.setattr(eap_module, "free_bytes", lambda device: 1000)
+    with pytest.raises(CacheMemoryError, match="fewer or shorter prompts"):
+        eap(model, t, c, metric, graph=g)
+    monkeypatch.undo()
+    circ = extract(eap(model, t, c, metric, graph=g), n_edges=g.n_edges)
+    if not hasattr(views, "circuit_graph"):
+        with pytest.raises(InputError, match="circuit_graph"):
+            circ.view()
+        pytest.skip("views.circuit_graph is not in this checkout yet")
+    html = circ.view().html
+    assert "circuit_graph" in html

@@ -106,19 +106,23 @@ class Circuit:
         return {"nodes": nodes, "edges": edges, "n_edges": self.n_edges, "faithfulness": self.faithfulness}
 
     def view(self, title: str | None = None):
-        """The circuit as a graph (``views.circuit_graph``): nodes by layer, edges by port, width by score."""
+        """The circuit as a layered graph (``views.circuit_graph``): nodes by layer, edges entering heads at their
+        q/k/v ports, coloured by sign, width by |score|. Where several receivers feed one node (the per-head inputs of
+        a whole-layer attention node) their edges are drawn as one, with the summed score."""
         from .. import views
 
         if not hasattr(views, "circuit_graph"):
             raise InputError("this mechscope has no views.circuit_graph yet; use circuit.to_dict() for the data.")
         d = self.to_dict()
-        for n in d["nodes"]:
-            if n["layer"] is None:
-                n["layer"] = -1
+        nodes = [{k: v for k, v in n.items() if not (k == "layer" and n["kind"] in ("input", "logits"))}
+                 for n in d["nodes"]]
+        merged: dict[tuple, float] = {}
+        for e in d["edges"]:
+            key = (e["source"], e["target"], e["port"] if e["port"] in ("q", "k", "v") else None)
+            merged[key] = merged.get(key, 0.0) + (e["score"] if e["score"] is not None else 1.0)
+        edges = [{"source": s, "target": t, "port": p, "score": v} for (s, t, p), v in merged.items()]
         faith = f", faithfulness {self.faithfulness:.3f}" if self.faithfulness is not None else ""
-        return views.circuit_graph(nodes=d["nodes"], edges=[{k: e[k] for k in ("source", "target", "score", "port")}
-                                                            for e in d["edges"]],
-                                   title=title or f"circuit: {self.n_edges} edges{faith}")
+        return views.circuit_graph(nodes=nodes, edges=edges, title=title or f"circuit: {self.n_edges} edges{faith}")
 
     def __repr__(self) -> str:
         faith = f", faithfulness {self.faithfulness:.3f}" if self.faithfulness is not None else ""
@@ -206,14 +210,19 @@ class FaithfulnessCurve:
         return {"sizes": self.sizes, "n_edges": self.n_edges, "faithfulness": self.values,
                 "metric": self.metric_values, "clean": self.clean, "corrupted": self.corrupted, "method": self.method}
 
-    def view(self, title: str | None = None):
-        """The curve (``views.line_chart``): faithfulness against the number of edges."""
+    def view(self, title: str | None = None, *others: FaithfulnessCurve):
+        """The curve (``views.line_chart``): faithfulness against the number of edges kept, with ``others`` (e.g.
+        EAP-IG's curve beside EAP's) as more lines; they must share the sizes."""
         from .. import views
 
         if not hasattr(views, "line_chart"):
             raise InputError("this mechscope has no views.line_chart yet; use curve.to_dict() for the data.")
-        return views.line_chart(self.n_edges, [self.values], [f"{self.method} faithfulness"],
-                                title or "faithfulness vs circuit size")
+        curves = (self, *others)
+        if any(c.sizes != self.sizes for c in others):
+            raise InputError("curves drawn together must be measured at the same sizes.")
+        return views.line_chart(self.sizes, [c.values for c in curves], [f"{c.method} faithfulness" for c in curves],
+                                title or "faithfulness vs circuit size", x_label="top edges (before pruning)",
+                                y_label="faithfulness")
 
 
 def faithfulness_curve(model, scores: EdgeScores, clean, corrupted, metric: Callable[[Tensor], Tensor], *,
