@@ -1,7 +1,7 @@
 """Edge attribution patching: EAP is the exact first-order term of ablating one edge, per receiver (finite
 differences through the ablation forward, no autograd); EAP-IG is the same term averaged over Hanna et al.'s
 interpolated inputs; the graph's structure (GQA kv receivers, parallel blocks, per-layer attention nodes under
-sandwich norms) and its refusals. Tiny random float64 models from tests/family_configs."""
+sandwich norms, hybrid mixers) and its refusals. Tiny random float64 models from tests/family_configs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mechscope.patching import Graph, eap
 from mechscope.patching.eap import record
 from mechscope.patching.graph import EdgeRun
 
-FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text"]
+FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text", "bamba"]
 
 
 def metric(logits):
@@ -120,6 +120,10 @@ def test_graph_structure():
     g = Graph(mechscope.Model.from_hf(hf))
     assert [n.name for n in g.senders] == ["input", "a0", "m0", "a1", "m1"]      # post-attention norm: one node
     assert g.receivers[0].feeds == ("a0",)
+    hf, _ = make_pair("bamba", torch.float32)                                   # hybrid: block 1 is a Mamba block
+    g = Graph(mechscope.Model.from_hf(hf))
+    assert [n.name for n in g.senders][-2:] == ["x1", "m1"] and "x1<in>" in [r.name for r in g.receivers]
+    assert g.valid[g.sender_index("x1"), g.receiver_index("m1<in>")]
 
 
 def test_refusals_and_bad_input():
