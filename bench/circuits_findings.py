@@ -126,7 +126,7 @@ def default_model() -> None:
 def smollm() -> None:
     say("## IOI on SmolLM2-135M (30 layers × 9 heads, 3 kv heads)\n")
     m = mechscope.load("smollm2-135m")
-    t = ioi_task(m, n=8)
+    t = ioi_task(m, n=16)
     say(f"task: {t.description}\n")
     t0 = time.perf_counter()
     g = Graph(m)

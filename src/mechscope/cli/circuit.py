@@ -50,15 +50,15 @@ def induction_task(model, n_seqs: int = 8, seg_len: int = 20, seed: int = 0) -> 
 
 
 def ioi_task(model, n: int = 16, seed: int = 0) -> Task:
-    """IOI prompts (Wang et al. templates, ``datasets.ioi_dataset``) with their ABC corruptions, the largest group of
-    one template and length (no padding); metric: the mean logit difference IO − S."""
+    """``n`` IOI prompts (Wang et al.'s templates, ``datasets.ioi_dataset``, ABBA and BABA) with their ABC
+    corruptions; metric: the mean logit difference IO − S at each prompt's last token. Prompts of different lengths
+    are right-padded and run without a mask: in a causal model no real position sees the padding after it, and
+    clean and corrupted prompts align token for token."""
     from ..datasets.ioi import ioi_dataset
 
-    ds = ioi_dataset(model, n=max(4 * n, 32), seed=seed)
-    group = max(ds.by_template().values(), key=len)
-    group = group[:n] if len(group) > n else group
-    return Task(group.tokens, group.corrupted_tokens, group.metric(),
-                f"IOI: {len(group)} prompts of one template ('{group.texts[0]}') vs their ABC corruptions; "
+    ds = ioi_dataset(model, n=n, seed=seed)
+    return Task(ds.tokens, ds.corrupted_tokens, ds.metric(),
+                f"IOI: {len(ds)} prompts (e.g. '{ds.texts[0]}') vs their ABC corruptions; "
                 "metric = mean logit difference IO − S")
 
 
