@@ -74,9 +74,10 @@ def test_faithfulness_and_curve(setup):
     assert faithfulness(model, Circuit(g, torch.zeros_like(g.valid)), clean, corrupted, metric) == pytest.approx(
         0, abs=1e-6)
     curve = faithfulness_curve(model, scores, clean, corrupted, metric, sizes=[3, 10, 10_000])
-    assert curve.sizes == [3, 10, g.n_edges] and curve.values[-1] == pytest.approx(1, abs=1e-9)
+    # the curve runs on the batched engine: stacked forwards agree with single ones to float tolerance
+    assert curve.sizes == [3, 10, g.n_edges] and curve.values[-1] == pytest.approx(1, abs=1e-6)
     one = faithfulness(model, extract(scores, n_edges=10), clean, corrupted, metric)
-    assert curve.values[1] == pytest.approx(one, abs=1e-9)
+    assert curve.values[1] == pytest.approx(one, abs=1e-6)
 
 
 def test_extract_prunes_to_paths():
