@@ -20,7 +20,7 @@ from mechscope.errors import InputError
 from mechscope.patching import (Circuit, Graph, ablate_edges, eap, extract, faithfulness, faithfulness_curve)
 from mechscope.patching.circuit import prune
 
-FAMILIES = ["gpt2", "llama", "gpt_neox", "gptj", "gemma3_text", "bamba"]
+FAMILIES = ["gpt2", "llama", "gpt_neox", "gptj", "gemma3_text", "olmo2", "bamba"]
 
 
 def metric(logits):

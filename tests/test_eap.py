@@ -1,7 +1,7 @@
 """Edge attribution patching: EAP is the exact first-order term of ablating one edge, per receiver (finite
 differences through the ablation forward, no autograd); EAP-IG is the same term averaged over Hanna et al.'s
 interpolated inputs; the graph's structure (GQA kv receivers, parallel blocks, per-layer attention nodes under
-sandwich norms, hybrid mixers) and its refusals. Tiny random float64 models from tests/family_configs."""
+sandwich norms, OLMo2's norm-less inputs, hybrid mixers) and its refusals. Tiny random float64 models from tests/family_configs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mechscope.patching import Graph, eap
 from mechscope.patching.eap import record
 from mechscope.patching.graph import EdgeRun
 
-FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text", "bamba"]
+FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma3_text", "olmo2", "bamba"]
 
 
 def metric(logits):
@@ -120,6 +120,11 @@ def test_graph_structure():
     g = Graph(mechscope.Model.from_hf(hf))
     assert [n.name for n in g.senders] == ["input", "a0", "m0", "a1", "m1"]      # post-attention norm: one node
     assert g.receivers[0].feeds == ("a0",)
+    hf, _ = make_pair("olmo2", torch.float32)       # no pre-norms: the MLP's input is read by gate_proj and up_proj
+    g = Graph(mechscope.Model.from_hf(hf))
+    assert [grp.point for grp in g.groups if grp.receivers == range(g.receiver_index("m0<in>"),
+                                                                    g.receiver_index("m0<in>") + 1)] == [
+        "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_pre_linear"]
     hf, _ = make_pair("bamba", torch.float32)                                   # hybrid: block 1 is a Mamba block
     g = Graph(mechscope.Model.from_hf(hf))
     assert [n.name for n in g.senders][-2:] == ["x1", "m1"] and "x1<in>" in [r.name for r in g.receivers]
@@ -127,9 +132,12 @@ def test_graph_structure():
 
 
 def test_refusals_and_bad_input():
-    hf, _ = make_pair("olmo2", torch.float32)
-    with pytest.raises(UnsupportedModelError, match="MLP reads the residual stream without an input norm"):
-        Graph(mechscope.Model.from_hf(hf))
+    for fam, why in (("granite", "scales, gates or normalises the residual stream"),   # muP branch multipliers
+                     ("openai-gpt", "post-LN"),
+                     ("deepseek_v3", "multi-head latent attention")):
+        hf, _ = make_pair(fam, torch.float32)
+        with pytest.raises(UnsupportedModelError, match=why):
+            Graph(mechscope.Model.from_hf(hf))
     hf, _ = make_pair("llama", torch.float32)
     model = mechscope.Model.from_hf(hf)
     g = Graph(model)

@@ -201,7 +201,8 @@ def eap(model, clean, corrupted, metric: Callable[[Tensor], Tensor], *, method: 
     for i, grp in enumerate(graph.groups):
         g = grads[i].to(diff.device, diff.dtype) / steps
         rs = grp.receivers
-        scores[:grp.n_up, rs.start:rs.stop] = torch.einsum("sbpd,bprd->sr", diff[:grp.n_up], g).cpu()
+        # += : a receiver read through two projections (OLMo2's MLP: gate and up) has two groups
+        scores[:grp.n_up, rs.start:rs.stop] += torch.einsum("sbpd,bprd->sr", diff[:grp.n_up], g).cpu()
     return EdgeScores(graph, scores, method, m_clean, m_corrupted, ig_steps if method == "eap-ig" else None)
 
 

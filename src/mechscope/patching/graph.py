@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from ..families.base import resolve
-from ..hooks import Heads
+from ..hooks import Heads, Site
 from ..weights import _io, _real
 
 
@@ -76,8 +76,8 @@ class _Group:
     n_up: int                      # senders 0..n_up-1 are upstream of every receiver in the group
     heads: bool                    # True: per-head projection groups
     norm: nn.Module | None         # the module applied to the stream first (None: the stream is read as is)
-    proj: nn.Module | None = None  # heads: the projection whose output holds the heads
-    site: Heads | None = None      # heads: how the heads sit in that output
+    proj: nn.Module | None = None  # then this projection (heads: it holds the heads; OLMo2's MLP: gate or up)
+    site: Site | None = None       # how the point sits in the projection's output
     shared_norm: bool = False      # this norm output is also read by the block's q/k/v (GPT-J, Phi, Falcon-H1)
 
 
@@ -182,16 +182,23 @@ class Graph:
             self._sender_points.append((f"{b}.hook_mixer_out", len(self.senders) - 1, "whole"))
         if has_mlp:
             reads_pre = self.parallel or f"{b}.hook_resid_mid" not in pts
-            point = f"{b}.ln2.hook_out" if f"{b}.ln2.hook_out" in pts else f"{b}.ln1.hook_out" if reads_pre else None
-            if point not in pts:
-                raise UnsupportedModelError(
-                    f"block {l}'s MLP reads the residual stream without an input norm point (no {b}.ln2.hook_out: "
-                    f"{model.cfg.family} normalises only after the MLP), so mechscope cannot give the MLP an input of "
-                    "its own without changing the stream; circuit discovery does not support this family yet.")
             stream = f"{b}.hook_resid_pre" if reads_pre else f"{b}.hook_resid_mid"
             n_up = n_before if reads_pre else len(self.senders)
-            shared = point == f"{b}.ln1.hook_out" and has_attn
-            self._stream_group(point, stream, f"m{l}", l, n_up, pts[point].site.anchor[1], shared)
+            point = f"{b}.ln2.hook_out" if f"{b}.ln2.hook_out" in pts else f"{b}.ln1.hook_out" if reads_pre else None
+            if point in pts:
+                shared = point == f"{b}.ln1.hook_out" and has_attn
+                self._stream_group(point, stream, f"m{l}", l, n_up, pts[point].site.anchor[1], shared)
+            else:  # no input norm (OLMo2): the MLP's own input projections are recomputed from the receiver's input
+                projs = [f"{b}.mlp.hook_{k}" for k in ("pre", "pre_linear") if f"{b}.mlp.hook_{k}" in pts]
+                if not projs or any(pts[q].site.anchor[0] != "out" for q in projs):
+                    raise UnsupportedModelError(
+                        f"block {l}'s MLP reads the residual stream without an input norm point and has no input "
+                        f"projection points (a mixture of experts), so mechscope cannot give it an input of its own "
+                        "without changing the stream; circuit discovery does not support this block.")
+                self.receivers.append(Receiver(f"m{l}<in>", l, "in", None, f"m{l}", (f"m{l}",)))
+                rs = range(len(self.receivers) - 1, len(self.receivers))
+                for q in projs:  # both projections read the same input: one receiver, one group per projection
+                    self.groups.append(_Group(q, stream, rs, n_up, False, None, pts[q].site.anchor[1], pts[q].site))
             self._sender(Node(f"m{l}", l, "mlp"))
             self._sender_points.append((f"{b}.hook_mlp_out", len(self.senders) - 1, "whole"))
 
@@ -332,8 +339,10 @@ class Graph:
             if g.heads:
                 got = self.project(g, stream.expand(-1, -1, len(g.receivers), -1))
                 want = cache[g.point]
-            elif g.norm is not None:
-                got, want = g.norm.forward(stream[:, :, 0]), cache[g.point]
+            elif g.norm is not None or g.proj is not None:
+                x = g.norm.forward(stream[:, :, 0]) if g.norm is not None else stream[:, :, 0]
+                got = g.site.read(g.proj.forward(x), None) if g.proj is not None else x
+                want = cache[g.point]
             else:
                 continue
             ok, diff = close(got, want)
@@ -453,7 +462,8 @@ class EdgeRun:
             out[:, :, idx] = new.to(act.dtype)
             return out
         x = x[:, :, 0]
-        return (grp.norm.forward(x) if grp.norm is not None else x).to(act.dtype)
+        x = grp.norm.forward(x) if grp.norm is not None else x
+        return (grp.site.read(grp.proj.forward(x), None) if grp.proj is not None else x).to(act.dtype)
 
 
 def _project_some(graph: Graph, grp: _Group, x: Tensor, idx: Tensor) -> Tensor:
