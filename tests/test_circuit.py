@@ -100,7 +100,9 @@ def test_extract_prunes_to_paths():
     assert circ.n_edges <= 12 and torch.equal(prune(g, circ.edges), circ.edges)
     d = circ.to_dict()
     assert {"nodes", "edges", "faithfulness"} <= set(d) and all(e["port"] in "qkv in" for e in d["edges"])
-    assert {n["name"] for n in d["nodes"]} >= {e["source"] for e in d["edges"]}
+    assert {n["name"] for n in d["nodes"]} >= {e["source"] for e in d["edges"]} | {e["target"] for e in d["edges"]}
+    loose = Circuit(g, g.edge_mask(["input->a0.kv0<k>"]))            # unpruned: a dead end still names its node
+    assert loose.nodes == ["input", "a0.h0"]
     with pytest.raises(InputError, match="exactly one of"):
         extract(scores)
     with pytest.raises(InputError, match="n_senders, n_receivers"):

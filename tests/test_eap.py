@@ -5,6 +5,8 @@ sandwich norms, OLMo2's norm-less inputs, hybrid mixers) and its refusals. Tiny 
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -131,7 +133,7 @@ def test_graph_structure():
     assert g.valid[g.sender_index("x1"), g.receiver_index("m1<in>")]
 
 
-def test_refusals_and_bad_input():
+def test_refusals_and_bad_input(monkeypatch):
     for fam, why in (("granite", "scales, gates or normalises the residual stream"),   # muP branch multipliers
                      ("openai-gpt", "post-LN"),
                      ("deepseek_v3", "multi-head latent attention")):
@@ -148,6 +150,9 @@ def test_refusals_and_bad_input():
         eap(model, t, t, metric, method="eap_ig", graph=g)
     with pytest.raises(InputError, match="0-d tensor"):
         eap(model, t, t, lambda lg: lg[:, -1, 5], graph=g)
+    monkeypatch.setattr(importlib.import_module("mechscope.patching.eap"), "EXACT_LIMIT", 5)
+    with pytest.raises(InputError, match="one forward per edge"):
+        eap(model, t, t, metric, method="exact", graph=g)
     with pytest.raises(InputError, match="no edge"):
         g.edge_mask(["m1->a0.h1<q>"])
     with pytest.raises(InputError, match="did you mean"):

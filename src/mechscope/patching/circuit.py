@@ -75,11 +75,15 @@ class Circuit:
 
     @property
     def nodes(self) -> list[str]:
-        """Nodes in the circuit, in forward order: senders of its edges, and the logits."""
+        """Nodes in the circuit, in forward order: the senders of its edges and the nodes its receivers feed (of a
+        GQA key/value receiver's group, the heads that are in the circuit; the first head if none is)."""
         g = self.graph
-        used = self.edges.any(1)
-        names = [n.name for n, u in zip(g.senders, used) if u]
-        return names + (["logits"] if self.edges[:, -1].any() else [])
+        senders = {n.name for n, u in zip(g.senders, self.edges.any(1)) if u}
+        names = set(senders)
+        for r in self.edges.any(0).nonzero()[:, 0].tolist():
+            feeds = g.receivers[r].feeds
+            names.update([f for f in feeds if f in senders or f == "logits"] or [feeds[0]])
+        return [n.name for n in g.nodes if n.name in names]
 
     def edge_list(self) -> list[tuple[str, str, float | None]]:
         """``(sender, receiver, score)`` of every edge, strongest first when scored."""

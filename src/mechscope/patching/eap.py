@@ -35,6 +35,8 @@ from .engine import run_variants
 from .graph import EdgeRun, Graph
 
 METHODS = ("eap", "eap-ig", "exact")
+EXACT_LIMIT = 5000
+"""Edges ``method="exact"`` scores without an explicit ``edges`` mask (one forward each)."""
 
 
 @dataclass
@@ -180,6 +182,11 @@ def eap(model, clean, corrupted, metric: Callable[[Tensor], Tensor], *, method: 
         m_clean = float(check_metric(metric(clean_logits), metric))
         m_corrupted = float(check_metric(metric(corrupted_logits), metric))
     if method == "exact":
+        n = int((graph.valid if edges is None else edges.bool() & graph.valid).sum())
+        if n > EXACT_LIMIT and edges is None:
+            raise InputError(f"exact edge patching runs one forward per edge, {n} here; pass edges= (a bool "
+                             f"[n_senders, n_receivers] mask, e.g. of the top edges by EAP-IG) to score up to "
+                             f"{EXACT_LIMIT} at a time, or use method='eap-ig'.")
         scores = exact_scores(model, graph, clean, corrupted_acts, metric, m_clean, edges)
         return EdgeScores(graph, scores, method, m_clean, m_corrupted)
     diff = corrupted_acts - clean_acts                               # [n_senders, batch, pos, d_model]
