@@ -168,3 +168,35 @@ def test_view_and_memory_refusal(monkeypatch):
         pytest.skip("views.circuit_graph is not in this checkout yet")
     html = circ.view().html
     assert "circuit_graph" in html
+
+
+def test_shared_norm_block_recomputes_every_head():
+    """GPT-J's MLP and attention read one ln1 output. Giving the MLP of block 1 its own input there and one head's
+    query its own input must leave the other heads reading the plain ln1 output: checked against q/k/v recomputed
+    by hand from the weights (W_Q, W_K, W_V), not through the graph's code."""
+    hf, _ = make_pair("gptj", torch.float64)
+    model = mechscope.Model.from_hf(hf)
+    g = Graph(model)
+    gen = torch.Generator().manual_seed(2)
+    clean, corrupted = torch.randint(3, 100, (2, 6), generator=gen), torch.randint(3, 100, (2, 6), generator=gen)
+    got = ablate_edges(model, clean, corrupted, ["input->m1<in>", "input->a1.h0<q>"], graph=g)
+    _, cc = model.run_with_cache(clean, names_filter=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"])
+    _, cr = model.run_with_cache(corrupted, names_filter=["blocks.0.hook_resid_pre"])
+    delta = cr["blocks.0.hook_resid_pre"] - cc["blocks.0.hook_resid_pre"]
+    ln1 = model.blocks[1].ln_1
+    plain, shifted = ln1(cc["blocks.1.hook_resid_pre"]), ln1(cc["blocks.1.hook_resid_pre"] + delta)
+
+    def qkv(which, w):
+        def fn(act, hook):
+            new = torch.einsum("bpd,hde->bphe", plain, w[1])
+            if which == "q":
+                new[:, :, 0] = torch.einsum("bpd,de->bpe", shifted, w[1, 0])
+            return new
+        return fn
+
+    want = model.run_with_hooks(clean, fwd_hooks=[
+        ("blocks.1.ln1.hook_out", lambda act, hook: shifted),
+        ("blocks.1.attn.hook_q", qkv("q", model.W_Q.detach())),
+        ("blocks.1.attn.hook_k", qkv("k", model.W_K.detach())),
+        ("blocks.1.attn.hook_v", qkv("v", model.W_V.detach()))])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

@@ -394,8 +394,19 @@ class EdgeRun:
         self.diff: Tensor | None = None
         self.eps: dict[int, Tensor] = {}
         self._streams: dict[str, Tensor] = {}
-        self._active = ([bool(coef[:, g.receivers.start:g.receivers.stop].any()) for g in graph.groups]
-                        if coef is not None else [grad] * len(graph.groups))
+        groups = graph.groups
+        # which groups rewrite their point, and which of those recompute every receiver rather than the changed ones
+        self._live = ([bool(coef[:, g.receivers.start:g.receivers.stop].any()) for g in groups]
+                      if coef is not None else [grad] * len(groups))
+        self._all = set(range(len(groups))) if grad else set()
+        for i, grp in enumerate(groups):
+            # a norm output shared with q/k/v (GPT-J, Phi): once an MLP (or mixer) is given its own input there, the
+            # projections read that input too, so every head of the block is recomputed from the stream
+            if grp.shared_norm and self._live[i]:
+                for j, other in enumerate(groups):
+                    if other.heads and other.stream == grp.stream:
+                        self._live[j] = True
+                        self._all.add(j)
 
     def hooks(self) -> list[tuple[str, object]]:
         """``fwd_hooks`` for ``run_with_hooks`` / ``run_variants``: one function per point, in forward order."""
@@ -407,17 +418,9 @@ class EdgeRun:
             if self.record or self.coef is not None:
                 fns.setdefault(point, []).append(lambda act, hook, s=start, h=how, p=point: self._sender(act, p, s, h))
         for i, grp in enumerate(g.groups):
-            if not self._active[i]:
-                continue
-            fns.setdefault(grp.stream, []).append(lambda act, hook, p=grp.stream: self._keep(p, act))
-            fns.setdefault(grp.point, []).append(lambda act, hook, i=i: self._receive(i, act))
-        for grp in g.groups:  # a norm shared with q/k/v: an MLP given its own input changes what q/k/v read
-            if grp.shared_norm and self._active[g.groups.index(grp)]:
-                for j, other in enumerate(g.groups):
-                    if other.heads and other.stream == grp.stream and not self._active[j]:
-                        self._active[j] = "all"
-                        fns.setdefault(other.stream, []).append(lambda act, hook, p=other.stream: self._keep(p, act))
-                        fns.setdefault(other.point, []).append(lambda act, hook, j=j: self._receive(j, act))
+            if self._live[i]:
+                fns.setdefault(grp.stream, []).append(lambda act, hook, p=grp.stream: self._keep(p, act))
+                fns.setdefault(grp.point, []).append(lambda act, hook, i=i: self._receive(i, act))
         return [(name, _chain(fs)) for name, fs in fns.items()]
 
     def _replace_input(self, act, hook):
@@ -450,7 +453,7 @@ class EdgeRun:
             idx = None
         else:
             c = self.coef[:grp.n_up, rs.start:rs.stop].to(self.diff.device, self.diff.dtype)
-            live = c.any(0).nonzero()[:, 0] if self._active[i] is True else torch.arange(len(rs))
+            live = torch.arange(len(rs)) if i in self._all else c.any(0).nonzero()[:, 0]
             delta = torch.einsum("sr,sbpd->bprd", c[:, live], self.diff[:grp.n_up])
             x = stream[:, :, None] + delta.to(stream.dtype)
             idx = live.to(act.device)
