@@ -1,6 +1,7 @@
-"""Circuit-discovery findings (issue #7): the induction circuit of the embedded default model (TinyStories-656K)
-by EAP, EAP-IG and exact edge patching, checked against the head detectors; IOI on SmolLM2-135M by EAP and EAP-IG
-with faithfulness-vs-size curves and the heads in the circuit, compared with DLA's top heads.
+"""Circuit-discovery findings (issue #7): the induction circuits of the embedded default model (mechscope's own tiny
+GPT-2) and of TinyStories-656K by EAP, EAP-IG and exact edge patching, checked against the head detectors; IOI on
+SmolLM2-135M by EAP and EAP-IG with faithfulness-vs-size curves and the heads in the circuit, compared with DLA's top
+heads.
 
     nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH=src python bench/circuits_findings.py [--skip-smollm]
 
@@ -57,9 +58,12 @@ def rank_of(scores, edge: str) -> int:
     return ordered.index(edge) + 1
 
 
-def default_model() -> None:
-    say("## Induction circuit of the default model (TinyStories-656K, 2 layers × 8 heads)\n")
-    m = mechscope.load("default")
+TINYSTORIES = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "TinyStories-656K"
+
+
+def induction(name: str, title: str, tag: str) -> None:
+    say(f"## Induction circuit of {title}\n")
+    m = mechscope.load(name)
     heads = find_heads(m, detectors=("previous_token", "induction"))
     prev = heads.top("previous_token", 3)
     ind = heads.top("induction", 3)
@@ -77,25 +81,28 @@ def default_model() -> None:
     say(f"metric clean {s.clean:.3f}, corrupted {s.corrupted:.3f}; {g}\n")
     pl, ph = prev[0][:2]
     il, ih = ind[0][:2]
-    k_edge = f"a{pl}.h{ph}->a{il}.h{ih}<k>"
+    k_recv = g.receivers[g.receivers_of(f"a{il}.h{ih}")[1]].name    # a{l}.h{h}<k>, or a{l}.kv{g}<k> under GQA
+    k_edge = f"a{pl}.h{ph}->{k_recv}"
     say("| method | time (s) | Pearson r with exact | rank of " + k_edge + " | its score | top 5 edges |")
     say("|---|---|---|---|---|---|")
     for method, r in res.items():
         say(f"| {method} | {r.meta['seconds']:.1f} | {corr(r.scores, res['exact'].scores, g.valid):.3f} | "
             f"{rank_of(r, k_edge)} / {g.n_edges} | {r[k_edge]:+.3f} | "
             + ", ".join(f"{e} {v:+.2f}" for e, v in r.top(5)) + " |")
+    top_k = [e for e, _ in res["exact"].top(g.n_edges) if e.startswith(f"a{pl}.h{ph}->a1.") and e.endswith("<k>")]
+    ind_k = top_k[0].split("->")[1] if top_k else f"a1.h0<k>"
     for method, r in res.items():
-        say(f"{method}: a{pl}.h{ph}->a1.h0<k> rank {rank_of(r, f'a{pl}.h{ph}->a1.h0<k>')}, score "
-            f"{r[f'a{pl}.h{ph}->a1.h0<k>']:+.3f}; a{pl}.h{ph}->m0<in> {r[f'a{pl}.h{ph}->m0<in>']:+.3f}; "
-            f"m0->a1.h0<k> {r['m0->a1.h0<k>']:+.3f}; m0->a1.h0<v> {r['m0->a1.h0<v>']:+.3f}")
+        say(f"{method}: a{pl}.h{ph}->{ind_k} rank {rank_of(r, f'a{pl}.h{ph}->{ind_k}')}, score "
+            f"{r[f'a{pl}.h{ph}->{ind_k}']:+.3f}; a{pl}.h{ph}->m0<in> {r[f'a{pl}.h{ph}->m0<in>']:+.3f}; "
+            f"m0->{ind_k} {r[f'm0->{ind_k}']:+.3f}; m0->{ind_k[:-3]}<v> {r[f'm0->{ind_k[:-3]}<v>']:+.3f}")
     say("")
     # where the previous-token head's output goes, and what feeds the induction head's key
     for method in ("eap", "exact"):
         r = res[method]
-        into_k = sorted(((g.senders[si].name, float(r.scores[si, g.receiver_index(f'a{il}.h{ih}<k>')]))
-                         for si in range(g.n_senders) if g.valid[si, g.receiver_index(f'a{il}.h{ih}<k>')]),
+        into_k = sorted(((g.senders[si].name, float(r.scores[si, g.receiver_index(k_recv)]))
+                         for si in range(g.n_senders) if g.valid[si, g.receiver_index(k_recv)]),
                         key=lambda x: -abs(x[1]))[:4]
-        say(f"{method}: strongest edges into a{il}.h{ih}<k>: " + ", ".join(f"{n} {v:+.3f}" for n, v in into_k))
+        say(f"{method}: strongest edges into {k_recv}: " + ", ".join(f"{n} {v:+.3f}" for n, v in into_k))
     say("")
     sizes = [5, 10, 15, 20, 30, 50, 80, 110]
     say("faithfulness vs size (edges kept after pruning to input → logits paths):\n")
@@ -107,19 +114,19 @@ def default_model() -> None:
         curves[method] = c
         say(f"| {method} | " + " | ".join(f"{v:.3f} ({n})" for v, n in zip(c.values, c.n_edges)) + " |")
     say("")
-    picture(lambda: curves["eap"].view("default model, induction: faithfulness vs circuit size", curves["eap-ig"],
-                                       curves["exact"]), "circuit_default_curve")
+    picture(lambda: curves["eap"].view(f"{tag} model, induction: faithfulness vs circuit size", curves["eap-ig"],
+                                       curves["exact"]), f"circuit_{tag}_curve")
     curves = {k: c.to_dict() for k, c in curves.items()}
     for method in ("eap", "exact"):
         circ = res[method].extract(n_edges=20)
         f = faithfulness(m, circ, t.clean, t.corrupted, t.metric)
         say(f"{method} top-20 circuit: {circ.n_edges} edges, nodes {', '.join(circ.nodes)}; faithfulness {f:.3f}; "
-            f"contains {k_edge}: {bool(circ.edges[g.sender_index(f'a{pl}.h{ph}'), g.receiver_index(f'a{il}.h{ih}<k>')])}")
+            f"contains {k_edge}: {bool(circ.edges[g.sender_index(f'a{pl}.h{ph}'), g.receiver_index(k_recv)])}")
         if method == "exact":
-            picture(lambda: circ.view(f"default model, induction: exact top-20 circuit, faithfulness {f:.3f}"),
-                    "circuit_default")
+            picture(lambda: circ.view(f"{tag} model, induction: exact top-20 circuit, faithfulness {f:.3f}"),
+                    f"circuit_{tag}")
     say("")
-    data["default"] = {"prev_token_heads": prev, "induction_heads": ind, "k_edge": k_edge,
+    data[tag] = {"prev_token_heads": prev, "induction_heads": ind, "k_edge": k_edge,
                        "curves": curves, **{m_: {"top": r.top(20), "seconds": r.meta["seconds"]} for m_, r in res.items()}}
 
 
@@ -190,7 +197,11 @@ if __name__ == "__main__":
     torch.set_grad_enabled(False)
     t_all = time.perf_counter()
     say("# Circuit discovery findings (bench/circuits_findings.py)\n")
-    default_model()
+    induction("default", "the embedded default model (mechscope's tiny GPT-2: 2 layers × 4 heads, d_model 128)",
+              "default")
+    if TINYSTORIES.exists():
+        induction(str(TINYSTORIES), "TinyStories-656K (Llama: 2 layers × 8 heads, 4 kv heads, d_model 128)",
+                  "tinystories")
     if "--skip-smollm" not in sys.argv:
         smollm()
     say(f"\ntotal {time.perf_counter() - t_all:.0f} s on CPU ({torch.get_num_threads()} thread(s)).")
