@@ -72,6 +72,14 @@ def induction(name: str, title: str, tag: str) -> None:
     t = induction_task(m, n_seqs=8, seg_len=20)
     say(f"task: {t.description}\n")
     g = Graph(m)
+    with torch.no_grad():
+        m_clean, m_corr = float(t.metric(m(t.clean))), float(t.metric(m(t.corrupted)))
+    if m_clean - m_corr < 1 or prev[0][0] >= ind[0][0]:
+        say(f"metric clean {m_clean:.3f}, corrupted {m_corr:.3f}: this model does not do induction on repeated random "
+            "tokens (nor do the detectors find a previous-token head before an induction head), so there is no "
+            "induction circuit to recover here.\n")
+        data[tag] = {"clean": m_clean, "corrupted": m_corr, "prev_token_heads": prev, "induction_heads": ind}
+        return
     res = {}
     for method in ("eap", "eap-ig", "exact"):
         t0 = time.perf_counter()
