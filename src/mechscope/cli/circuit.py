@@ -126,7 +126,9 @@ def circuit(model: str = MODEL_ARG,
         raise fail(e) from None
     console.print(f"{model}: {t.description}")
     console.print(f"metric: clean {scores.clean:.4g}, corrupted {scores.corrupted:.4g}; {scores.graph}")
-    tab = Table(title=f"top {top} edges by |{method} score| (first-order change of the metric when ablated)")
+    what = "change of the metric with the edge ablated" if method == "exact" else \
+        "first-order estimate of the metric's change with the edge ablated"
+    tab = Table(title=f"top {top} edges by |{method} score| ({what})")
     for col in ("#", "edge", "score"):
         tab.add_column(col, justify="right" if col != "edge" else "left")
     for i, (e, v) in enumerate(scores.top(top)):

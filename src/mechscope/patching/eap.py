@@ -173,6 +173,9 @@ def eap(model, clean, corrupted, metric: Callable[[Tensor], Tensor], *, method: 
         raise InputTypeError(f"metric must be a function metric(logits) -> 0-d tensor, got {type_name(metric)}.")
     if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
         raise InputError(f"ig_steps must be a positive int, got {ig_steps!r}.")
+    if edges is not None and method != "exact":
+        raise InputError(f"edges= chooses which edges method='exact' ablates one by one; {method} scores every edge "
+                         "in one pass, so leave edges out (or filter its scores afterwards).")
     clean, corrupted = as_pair(model, clean, corrupted)
     graph = graph if graph is not None else Graph(model)
     _check_memory(graph, clean, 1 if method != "eap-ig" else min(ig_batch or ig_steps, ig_steps), model.input_device)
