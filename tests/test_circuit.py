@@ -51,7 +51,8 @@ def test_ablating_a_node_out_edges_is_activation_patching(setup):
     _, cache = model.run_with_cache(corrupted, names_filter=["blocks.0.hook_mlp_out", "blocks.0.attn.hook_z",
                                                              "blocks.0.hook_attn_out"])
     out = lambda name: g.valid & (torch.arange(g.n_senders) == g.sender_index(name))[:, None]  # noqa: E731
-    want = model.run_with_hooks(clean, fwd_hooks=[("blocks.0.hook_mlp_out", lambda a, h: cache["blocks.0.hook_mlp_out"])])
+    want = model.run_with_hooks(clean, fwd_hooks=[("blocks.0.hook_mlp_out",
+                                                   lambda a, h: cache["blocks.0.hook_mlp_out"])])
     torch.testing.assert_close(ablate_edges(model, clean, corrupted, out("m0"), graph=g), want, atol=1e-6, rtol=0)
     if g.senders[1].kind == "head":
         def one_head(a, hook):

@@ -1,7 +1,8 @@
 """Edge attribution patching: EAP is the exact first-order term of ablating one edge, per receiver (finite
 differences through the ablation forward, no autograd); EAP-IG is the same term averaged over Hanna et al.'s
 interpolated inputs; the graph's structure (GQA kv receivers, parallel blocks, per-layer attention nodes under
-sandwich norms, OLMo2's norm-less inputs, hybrid mixers) and its refusals. Tiny random float64 models from tests/family_configs."""
+sandwich norms, OLMo2's norm-less inputs, hybrid mixers) and its refusals. Tiny random float64 models from
+tests/family_configs."""
 
 from __future__ import annotations
 

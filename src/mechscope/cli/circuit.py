@@ -45,8 +45,9 @@ def induction_task(model, n_seqs: int = 8, seg_len: int = 20, seed: int = 0) -> 
         lg = logits[:, pos]                              # [batch, seg_len, vocab]
         return lg.gather(-1, targets[..., None].to(lg.device))[..., 0].float().mean()
 
-    return Task(clean, corrupted, metric, f"induction: {n_seqs} sequences of BOS + {seg_len} random tokens twice "
-                                          "vs other tokens then the same second half; metric = mean logit of the repeated token")
+    return Task(clean, corrupted, metric,
+                f"induction: {n_seqs} sequences of BOS + {seg_len} random tokens twice vs other tokens then the same "
+                "second half; metric = mean logit of the repeated token")
 
 
 def ioi_task(model, n: int = 16, seed: int = 0) -> Task:
@@ -93,7 +94,8 @@ def circuit(model: str = MODEL_ARG,
             seg_len: int = typer.Option(20, help="induction: length of the repeated segment."),
             seed: int = typer.Option(0, help="Seed of the prompts."),
             top: int = typer.Option(15, help="How many edges to print."),
-            json_path: str = typer.Option(None, "--json", help=JSON_HELP + " Nodes, edges, scores, faithfulness, curve."),
+            json_path: str = typer.Option(None, "--json",
+                                          help=JSON_HELP + " Nodes, edges, scores, faithfulness, curve."),
             html_path: str = typer.Option(None, "--html", help=HTML_HELP + " The circuit graph and the curve.")):
     """Find a circuit: score every edge (input, heads, MLPs, logits) by edge attribution patching, keep the top ones,
     and measure how much of the task the circuit alone carries (faithfulness, with every other edge ablated)."""

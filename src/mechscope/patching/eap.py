@@ -138,7 +138,8 @@ def _check_memory(graph: Graph, tokens: Tensor, copies: int, device) -> None:
 
 
 def _gradients(model, graph: Graph, tokens: Tensor, metric, input: Tensor | None, copies: int) -> dict[int, Tensor]:
-    """Per receiver group, ∂metric/∂(receiver input) ``[batch, pos, R, d_model]``, summed over ``copies`` stacked runs
+    """Per receiver group, ∂metric/∂(receiver input) ``[batch, pos, R, d_model]``, summed over ``copies`` stacked
+    runs
     (EAP-IG's steps: the metric is applied to each copy's rows and the results summed)."""
     run = EdgeRun(graph, grad=True, input=input)
     toks = tokens.repeat(copies, 1)

@@ -127,8 +127,7 @@ class Graph:
 
     # ------------------------------------------------------------------------------------------ building
     def _add_block(self, l: int) -> None:
-        model, pts = self.model, self.model.hook_dict
-        fam, block = self._fams[l], model.blocks[l]
+        pts = self.model.hook_dict
         b = f"blocks.{l}"
         n_before = len(self.senders)
         has_attn = f"{b}.attn.hook_z" in pts
@@ -143,7 +142,8 @@ class Graph:
                     "block feeds the Mamba block's input), so it is no node of a residual graph.")
             n_heads = pts[f"{b}.attn.hook_z"].shape[2]
             per_head = self._per_head(l)
-            heads = [Node(f"a{l}.h{h}", l, "head", h) for h in range(n_heads)] if per_head else [Node(f"a{l}", l, "attn")]
+            heads = ([Node(f"a{l}.h{h}", l, "head", h) for h in range(n_heads)] if per_head
+                     else [Node(f"a{l}", l, "attn")])
             feeds = [n.name for n in heads]
             for port in "qkv":
                 name = f"{b}.attn.hook_{port}"
@@ -175,8 +175,8 @@ class Graph:
         if has_mixer:
             if ln1 is None:
                 raise UnsupportedModelError(
-                    f"block {l}'s token mixer reads the residual stream without an input norm point (ln1), so it cannot "
-                    "be given an input of its own; circuit discovery does not support this hybrid.")
+                    f"block {l}'s token mixer reads the residual stream without an input norm point (ln1), so it "
+                    "cannot be given an input of its own; circuit discovery does not support this hybrid.")
             self._stream_group(f"{b}.ln1.hook_out", f"{b}.hook_resid_pre", f"x{l}", l, n_before, ln1_mod, has_attn)
             self._sender(Node(f"x{l}", l, "mixer"))
             self._sender_points.append((f"{b}.hook_mixer_out", len(self.senders) - 1, "whole"))
@@ -245,7 +245,8 @@ class Graph:
 
             hint = closest(name, [n.name for n in self.senders], n=3)
             raise InputError(f"{name!r} is not a sender of this graph (nodes are input, a{{l}}.h{{h}} or a{{l}}, "
-                             f"x{{l}}, m{{l}}){'; did you mean ' + ' or '.join(map(repr, hint)) + '?' if hint else '.'}")
+                             f"x{{l}}, m{{l}})"
+                             f"{'; did you mean ' + ' or '.join(map(repr, hint)) + '?' if hint else '.'}")
         return i
 
     def receiver_index(self, name: str) -> int:
@@ -294,7 +295,8 @@ class Graph:
         n = min(6, model.cfg.n_ctx or 6)
         tokens = torch.randint(0, model._n_ids(), (1, n), generator=torch.Generator().manual_seed(0))
         tokens = tokens.to(model.input_device)
-        names = {g.point for g in self.groups} | {g.stream for g in self.groups} | {p for p, _, _ in self._sender_points}
+        names = {g.point for g in self.groups} | {g.stream for g in self.groups}
+        names |= {p for p, _, _ in self._sender_points}
         names |= {f"blocks.{l}.hook_{k}" for l in range(self.n_layers) for k in ("resid_pre", "resid_post")}
         names |= {f"blocks.{l}.hook_attn_out" for l in self._w_o}
         with torch.no_grad():
@@ -332,8 +334,8 @@ class Graph:
             if not ok:
                 raise UnsupportedModelError(
                     f"in this {model.cfg.family} model block {l}'s output is not its input plus what its attention, "
-                    f"mixer and MLP write (they differ by up to {diff:.3g}): the family scales, gates or normalises the "
-                    "residual stream (see model.family.notes), so edges between nodes cannot be separated.")
+                    f"mixer and MLP write (they differ by up to {diff:.3g}): the family scales, gates or normalises "
+                    "the residual stream (see model.family.notes), so edges between nodes cannot be separated.")
         for g in self.groups:
             stream = cache[g.stream][:, :, None]
             if g.heads:
