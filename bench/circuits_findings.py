@@ -98,7 +98,7 @@ def induction(name: str, title: str, tag: str) -> None:
             f"{rank_of(r, k_edge)} / {g.n_edges} | {r[k_edge]:+.3f} | "
             + ", ".join(f"{e} {v:+.2f}" for e, v in r.top(5)) + " |")
     top_k = [e for e, _ in res["exact"].top(g.n_edges) if e.startswith(f"a{pl}.h{ph}->a1.") and e.endswith("<k>")]
-    ind_k = top_k[0].split("->")[1] if top_k else f"a1.h0<k>"
+    ind_k = top_k[0].split("->")[1] if top_k else "a1.h0<k>"
     for method, r in res.items():
         say(f"{method}: a{pl}.h{ph}->{ind_k} rank {rank_of(r, f'a{pl}.h{ph}->{ind_k}')}, score "
             f"{r[f'a{pl}.h{ph}->{ind_k}']:+.3f}; a{pl}.h{ph}->m0<in> {r[f'a{pl}.h{ph}->m0<in>']:+.3f}; "
@@ -135,7 +135,8 @@ def induction(name: str, title: str, tag: str) -> None:
                     f"circuit_{tag}")
     say("")
     data[tag] = {"prev_token_heads": prev, "induction_heads": ind, "k_edge": k_edge,
-                       "curves": curves, **{m_: {"top": r.top(20), "seconds": r.meta["seconds"]} for m_, r in res.items()}}
+                       "curves": curves,
+                       **{m_: {"top": r.top(20), "seconds": r.meta["seconds"]} for m_, r in res.items()}}
 
 
 def smollm() -> None:
@@ -160,7 +161,8 @@ def smollm() -> None:
     union = g.edge_mask(sorted({e for e, _ in res["eap"].top(25)} | {e for e, _ in res["eap-ig"].top(25)}))
     t0 = time.perf_counter()
     ex = eap(m, t.clean, t.corrupted, t.metric, method="exact", graph=g, edges=union)
-    say(f"exact single-edge ablation of the {int(union.sum())} edges in either top-25 ({time.perf_counter() - t0:.0f} s): "
+    say(f"exact single-edge ablation of the {int(union.sum())} edges in either top-25 "
+        f"({time.perf_counter() - t0:.0f} s): "
         + "; ".join(f"{k} Pearson r {corr(r.scores, ex.scores, union):.3f}, same sign "
                     f"{int(((r.scores[union] > 0) == (ex.scores[union] > 0)).sum())}/{int(union.sum())}"
                     for k, r in res.items()))
