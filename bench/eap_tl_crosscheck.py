@@ -1,10 +1,10 @@
 """Cross-check of mechscope's EAP against an independent implementation on TransformerLens 3.9, written the way
-Hanna et al.'s EAP-IG library does it: ``use_split_qkv_input`` (each head's q/k/v input is its own copy of
-the residual stream, ``blocks.{l}.hook_{q,k,v}_input``, ``[batch, pos, head or kv head,
-d_model]``, normed and projected per head by TransformerLens), ``use_hook_mlp_in`` (``blocks.{l}.hook_mlp_in``), the logits' input at the last
-``hook_resid_post``; senders at ``blocks.0.hook_resid_pre``, ``hook_result`` and ``hook_mlp_out``. Scores are
-``Σ (a(corrupted) − a(clean)) · grad`` with gradients from TransformerLens's backward hooks, i.e. nothing shared with
-mechscope's graph code.
+Hanna et al.'s EAP-IG library does it: ``use_split_qkv_input`` (each head's q/k/v input is its own copy of the
+residual stream, ``blocks.{l}.hook_{q,k,v}_input``, ``[batch, pos, head or kv head, d_model]``, normed and
+projected per head by TransformerLens), ``use_hook_mlp_in`` (``blocks.{l}.hook_mlp_in``), the logits' input at the
+last ``hook_resid_post``; senders at ``blocks.0.hook_resid_pre``, ``hook_result`` and ``hook_mlp_out``. Scores are
+``Σ (a(corrupted) − a(clean)) · grad`` with gradients from TransformerLens's backward hooks: nothing is shared
+with mechscope's graph code.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 /tmp/tlvenv/bin/python bench/eap_tl_crosscheck.py \
         | grep -v "^Loaded pretrained" > bench/EAP_TL_CROSSCHECK.md
