@@ -125,6 +125,11 @@ class Graph:
         if check:
             self._check()
 
+    @classmethod
+    def from_model(cls, model) -> Graph:
+        """``Graph(model)``, under the name Hanna et al.'s EAP-IG library uses (``Graph.from_model``)."""
+        return cls(model)
+
     # ------------------------------------------------------------------------------------------ building
     def _add_block(self, l: int) -> None:
         pts = self.model.hook_dict
