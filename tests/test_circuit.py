@@ -124,6 +124,11 @@ def test_cli_circuit(tmp_path):
     assert data["circuit"]["edges"] and 0 <= data["circuit"]["n_edges"] <= 10
     assert len(data["curve"]["faithfulness"]) == 2
     assert not hasattr(views, "circuit_graph") or html.read_text().startswith("<!")
+    res = runner.invoke(app, ["circuit", "default", "--clean", "the cat saw the dog and the cat", "--corrupt",
+                              "the cat saw the dog and the dog", "--answer", " saw", "--wrong", " and",
+                              "--edges", "10", "--sizes", "10", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["task"] == "custom"
     res = runner.invoke(app, ["circuit", "default", "--method", "eapig"])
     assert res.exit_code == 2 and "method must be one of" in res.output
     res = runner.invoke(app, ["circuit", "default", "--clean", "Once upon a time"])
