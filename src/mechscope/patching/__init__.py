@@ -9,7 +9,10 @@ from . import metrics
 from .ablation import Ablation, KnockoutResult, ablate, ablation_hooks, knockout
 from .activation import activation_patch
 from .attribution import AttributionResult, attribution_patch, attribution_patch_all, correlation
+from .circuit import Circuit, FaithfulnessCurve, ablate_edges, extract, faithfulness, faithfulness_curve
+from .eap import EdgeScores, eap
 from .engine import Variant, prefix_reuse, run_variants
+from .graph import Graph
 from .path import PathPatchResult, path_patch
 from .result import PatchResult
 from .tl import *  # noqa: F403  (TransformerLens's get_act_patch_* names)
@@ -20,4 +23,6 @@ __all__ = ["PatchResult", "Variant", "activation_patch", "metrics", "prefix_reus
            "Ablation", "KnockoutResult", "ablate", "ablation_hooks", "knockout",
            "PathPatchResult", "path_patch",
            "AttributionResult", "attribution_patch", "attribution_patch_all", "correlation",
+           "Circuit", "EdgeScores", "FaithfulnessCurve", "Graph", "ablate_edges", "eap", "extract", "faithfulness",
+           "faithfulness_curve",
            "Trace", "average", "average_traces", "trace", "trace_with_patch", *_tl_all]
