@@ -98,7 +98,7 @@ def test_points_and_dims_match_activation_patching(model):
     n, h, kv = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_kv_heads
     r = attribution_patch(model, clean, corrupted, metric)
     assert isinstance(r, AttributionResult) and r.dims == ("layer", "pos") and r.values.shape == (n, 6)
-    assert r.labels["pos"] == [f"#{int(t)}" for t in corrupted[0]]
+    assert r.labels["pos"] == [f"#{int(t)}" for t in clean[0]]
     z = attribution_patch(model, clean, corrupted, metric, point="z")
     assert z.dims == ("layer", "head") and z.values.shape == (n, h)
     zp = attribution_patch(model, clean, corrupted, metric, point="z", by_pos=True)
@@ -145,3 +145,18 @@ def test_bad_input_is_a_sentence():
         attribution_patch(m, clean, corrupted, metric, point="resid_pre", heads=[0])
     with pytest.raises(InputError, match="does not exist"):
         attribution_patch(m, clean, corrupted, metric, layers=[7])
+
+
+@pytest.mark.parametrize("point", ["resid_pre", "resid_mid", "attn_out", "z", "q", "k", "v", "pattern", "post"])
+@pytest.mark.parametrize("by_pos", [False, True])
+def test_dims_and_labels_equal_activation_patch(point, by_pos):
+    """Same dims, labels and shapes as exact activation patching (k/v under GQA: ``kv_head``), so the two can be
+    compared cell for cell."""
+    from mechscope.patching import activation_patch
+
+    hf, _ = make_pair("llama", torch.float32)  # GQA: fewer key/value heads than query heads
+    model = mechscope.Model.from_hf(hf)
+    clean, corrupted = pair(5)
+    a = activation_patch(model, clean, corrupted, metric, point=point, by_pos=by_pos)
+    b = attribution_patch(model, clean, corrupted, metric, point=point, by_pos=by_pos)
+    assert a.dims == b.dims and a.labels == b.labels and a.values.shape == b.values.shape

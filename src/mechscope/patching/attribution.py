@@ -128,8 +128,8 @@ def _result(model, point, layers, names, terms, baseline, by_pos, heads, pos_lab
     if point in _STREAM:
         dims = ("layer", "pos") if by_pos else ("layer",)
     else:
-        unit = "neuron" if point == "post" else "head"
         n_units = model.hook_dict[names[0]].shape[unit_axis(model, names[0])]
+        unit = "neuron" if point == "post" else ("kv_head" if n_units != model.cfg.n_heads else "head")
         labels[unit] = [str(i) for i in (range(n_units) if heads is None else heads)]
         dims = ("layer", unit, "pos") if by_pos else ("layer", unit)
     if by_pos:
@@ -181,7 +181,8 @@ def attribution_patch_all(model, clean, corrupted, metric: Callable[[Tensor], Te
     all_names = [n for _, names, _ in plan.values() for n in names]
     terms, baseline = first_order(model, base_b.tokens, source_b.tokens, metric, all_names,
                                   base_mask=base_b.attention_mask, source_mask=source_b.attention_mask)
-    pos_labels = [f"{s}" for s in token_strings(model.tokenizer, base_b.tokens[0])]
+    clean_b = source_b if direction == "denoise" else base_b  # positions are labelled with the clean prompt, as
+    pos_labels = token_strings(model.tokenizer, clean_b.tokens[0])  # activation_patch does, whichever run is patched
     return {point: _result(model, point, ls, names, terms, baseline, by_pos, hs, pos_labels, direction, metric)
             for point, (ls, names, hs) in plan.items()}
 
