@@ -191,7 +191,7 @@ def test_cli_knockout_and_path_patch_write_json_and_html(tmp_path):
     assert data["receivers"] == [[1, 3, "qkv"]] and len(data["values"]) == 1
     assert len(data["values"][0]) == len(data["labels"]["head"])
     r = runner.invoke(app, ["path-patch", "default", "--clean", "a b", "--corrupt", "a b c", "--answer", " cat"])
-    assert r.exit_code == 2 and "differ in shape" in r.output
+    assert r.exit_code == 2 and "copies position i" in r.output
     r = runner.invoke(app, ["path-patch", "default", "--clean", "a", "--corrupt", "b", "--answer", " cat",
                             "--receivers", "1.q"])
     assert r.exit_code == 2 and "LAYER.HEAD.INPUT" in r.output

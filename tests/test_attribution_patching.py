@@ -139,7 +139,7 @@ def test_bad_input_is_a_sentence():
         attribution_patch(m, clean, corrupted, metric, point="resid_mid")
     with pytest.raises(InputError, match="point must be one of"):
         attribution_patch(m, clean, corrupted, metric, point="resid")
-    with pytest.raises(InputError, match="same length"):
+    with pytest.raises(InputError, match="same number of prompts and tokens"):
         attribution_patch(m, clean, corrupted[:, :4], metric)
     with pytest.raises(InputError, match="heads= selects heads"):
         attribution_patch(m, clean, corrupted, metric, point="resid_pre", heads=[0])

@@ -120,7 +120,7 @@ def test_bad_input_is_a_sentence():
     hf, _ = make_pair("llama", torch.float32)
     m = mechscope.Model.from_hf(hf)
     clean, corrupted = pair(4)
-    with pytest.raises(InputError, match="same length"):
+    with pytest.raises(InputError, match="same number of prompts and tokens"):
         path_patch(m, clean, corrupted[:, :5], metric)
     with pytest.raises(InputError, match="key/value heads"):
         path_patch(m, clean, corrupted, metric, receivers=[(1, 3, "k")])

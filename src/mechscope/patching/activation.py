@@ -125,7 +125,7 @@ def _pair(model, clean, corrupted):
     a, b = batches
     if a.tokens.shape != b.tokens.shape:
         raise InputError(
-            f"clean is {tuple(a.tokens.shape)} tokens and corrupted {tuple(b.tokens.shape)}; activation patching copies "
+            f"clean is {tuple(a.tokens.shape)} tokens and corrupted {tuple(b.tokens.shape)}; patching copies "
             "position i to position i, so both need the same number of prompts and tokens. Pick a corruption of "
             "equal token length (e.g. swap names that are single tokens), and check with model.to_str_tokens."
         )
@@ -208,3 +208,16 @@ def _setter(source: Tensor, idx: tuple):
         return act
 
     return patch
+
+
+def base_and_source(model, clean, corrupted, metric, direction: str):
+    """The checked ``(base, source)`` batches of a patching-style experiment: the run that is patched and the run the
+    patched values come from (``denoise``: corrupted and clean; ``noise``: clean and corrupted)."""
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be 'denoise' (clean into corrupted, TransformerLens's default) or 'noise' "
+                         f"(corrupted into clean), got {direction!r}.")
+    if not callable(metric):
+        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got "
+                             f"{type_name(metric)}.")
+    clean_b, corrupt_b = _pair(model, clean, corrupted)
+    return (corrupt_b, clean_b) if direction == "denoise" else (clean_b, corrupt_b)

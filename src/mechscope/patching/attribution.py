@@ -30,9 +30,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..errors import InputError, InputTypeError, type_name
+from ..errors import InputError
 from ..tokens import token_strings
 from .ablation import pos_axis, unit_axis
+from .activation import base_and_source
 from .result import PatchResult
 
 POINTS = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
@@ -106,18 +107,7 @@ def _reduce(model, point: str, name: str, term: Tensor, by_pos: bool, heads) -> 
 
 
 def _setup(model, clean, corrupted, metric, direction):
-    if direction not in ("denoise", "noise"):
-        raise InputError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), "
-                         f"got {direction!r}.")
-    if not callable(metric):
-        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got "
-                             f"{type_name(metric)}.")
-    clean_b, corrupt_b = model._batch(clean, None, None), model._batch(corrupted, None, None)
-    if clean_b.tokens.shape != corrupt_b.tokens.shape:
-        raise InputError(f"clean {tuple(clean_b.tokens.shape)} and corrupted {tuple(corrupt_b.tokens.shape)} token "
-                         "ids differ in shape; patching swaps activations position by position, so give prompts of "
-                         "the same length.")
-    return (corrupt_b, clean_b) if direction == "denoise" else (clean_b, corrupt_b)
+    return base_and_source(model, clean, corrupted, metric, direction)
 
 
 def _result(model, point, layers, names, terms, baseline, by_pos, heads, pos_labels, direction, metric):

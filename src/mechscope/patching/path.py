@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..errors import InputError, InputTypeError, type_name
 from .ablation import _check_layer, unit_axis
+from .activation import base_and_source
 from .engine import run_variants
 from .result import PatchResult
 
@@ -152,18 +153,7 @@ def path_patch(model, clean, corrupted, metric: Callable[[Tensor], Tensor], *, s
     receiver's block. ``receivers``: ``"logits"`` or ``[(layer, head, "q"|"k"|"v"|"qkv")]``. ``freeze_heads``:
     freeze every non-sender head (and token mixer) to its base value in step 2 (Wang et al.); ``freeze_mlps``:
     freeze the MLPs too (default: recomputed, as Wang et al. and ARENA)."""
-    if direction not in ("denoise", "noise"):
-        raise InputError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), "
-                         f"got {direction!r}.")
-    if not callable(metric):
-        raise InputTypeError(f"metric must be a function of the logits returning a 0-d tensor, got "
-                             f"{type_name(metric)}.")
-    clean_b, corrupt_b = model._batch(clean, None, None), model._batch(corrupted, None, None)
-    if clean_b.tokens.shape != corrupt_b.tokens.shape:
-        raise InputError(f"clean {tuple(clean_b.tokens.shape)} and corrupted {tuple(corrupt_b.tokens.shape)} token "
-                         "ids differ in shape; path patching swaps activations position by position, so give prompts "
-                         "of the same length (pad them, or pick corruptions with as many tokens).")
-    base_b, source_b = (corrupt_b, clean_b) if direction == "denoise" else (clean_b, corrupt_b)
+    base_b, source_b = base_and_source(model, clean, corrupted, metric, direction)
     recv = _receivers(model, receivers)
     max_layer = model.cfg.n_layers if recv is None else max(model.hook_dict[n].layer_idx for n in recv)
     dims, labels, sends = _senders(model, senders, max_layer)
