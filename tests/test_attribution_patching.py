@@ -160,3 +160,11 @@ def test_dims_and_labels_equal_activation_patch(point, by_pos):
     a = activation_patch(model, clean, corrupted, metric, point=point, by_pos=by_pos)
     b = attribution_patch(model, clean, corrupted, metric, point=point, by_pos=by_pos)
     assert a.dims == b.dims and a.labels == b.labels and a.values.shape == b.values.shape
+
+
+def test_leaves_the_model_untouched(model):
+    """The backward needs activation gradients only: no weight gets a .grad, and every weight still requires grad."""
+    clean, corrupted = pair(7)
+    attribution_patch_all(model, clean, corrupted, metric)
+    params = list(model.hf_model.parameters())
+    assert all(p.grad is None for p in params) and all(p.requires_grad for p in params)

@@ -74,13 +74,27 @@ def _layers(model, point: str, layers) -> list[int]:
     return layers
 
 
+def _graph_root(act: Tensor, hook) -> Tensor:
+    return act.detach().requires_grad_(True)
+
+
 def first_order(model, base, source, metric: Callable[[Tensor], Tensor], names: Sequence[str], *,
                 base_mask: Tensor | None = None, source_mask: Tensor | None = None) -> tuple[dict[str, Tensor], float]:
     """``({name: ∂metric/∂a · (a' − a)} elementwise, shaped like the point [B, ...]), metric(base)``: the
     building block of attribution patching, for any hook points in the autograd graph. One forward and backward on
     ``base`` (token ids ``[B, pos]``), one forward without gradients on ``source`` (same shape)."""
-    logits, base_cache = model.run_with_cache(base, names_filter=list(names), incl_bwd=True, metric=metric,
-                                              attention_mask=base_mask)
+    # Only activations need gradients: the weights are frozen for the backward (which halves its cost and leaves no
+    # .grad behind on the model) and the graph starts at the embeddings' output instead.
+    weights = [p for p in model.hf_model.parameters() if p.requires_grad]
+    try:
+        for w in weights:
+            w.requires_grad_(False)
+        with model.hooks([("hook_embed", _graph_root)]):
+            logits, base_cache = model.run_with_cache(base, names_filter=list(names), incl_bwd=True, metric=metric,
+                                                      attention_mask=base_mask)
+    finally:
+        for w in weights:
+            w.requires_grad_(True)
     with torch.no_grad():
         baseline = float(metric(logits.detach()))
         _, source_cache = model.run_with_cache(source, names_filter=list(names), return_type=None,
