@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch
 
 import mechscope
-from mechscope.cli.circuit import induction_task, ioi_task
+from mechscope.patching.tasks import induction_task, ioi_task
 from mechscope.detectors import find_heads
 from mechscope.patching import Graph, eap, faithfulness, faithfulness_curve
 

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import mechscope  # noqa: E402
-from mechscope.cli.circuit import induction_task  # noqa: E402
+from mechscope.patching.tasks import induction_task  # noqa: E402
 from mechscope.patching import Graph, eap  # noqa: E402
 from tl_crosscheck import hooked_transformer, specs  # noqa: E402
 

@@ -138,7 +138,7 @@ def test_cli_circuit(tmp_path):
 def test_default_model_induction_circuit():
     """TinyStories-656K: exact edge patching puts the previous-token head a0.h2 (the detectors' top previous-token
     head) upstream of block 1's heads' keys: ablating a0.h2's edges into the block-1 key inputs hurts induction."""
-    from mechscope.cli.circuit import induction_task
+    from mechscope.patching.tasks import induction_task
 
     m = mechscope.load("default")
     t = induction_task(m, n_seqs=4, seg_len=12)

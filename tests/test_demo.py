@@ -23,14 +23,18 @@ def test_demo_report_shows_induction():
     assert r["loss_first"] > 4.0 and r["loss_second"] < 1.5  # in-context learning on repeated random text
     assert r["best_prev"][0] == 0 and r["prev_token"].max() > 0.7  # a previous-token head in layer 0
     assert r["best_induction"][0] == 1 and r["induction"].max() > 0.6  # an induction head in layer 1
+    # activation patching agrees: the head restoring most of the induction metric is the detectors' layer-1 head
+    label, value = r["patching"].top(1, by_abs=False)[0]
+    assert label == f"L1 H{r['best_induction'][1]}" or (label.startswith("L1 ") and value > 0.3)
     text = out.getvalue()
+    assert "activation patching" in text
     assert "in-context learning" in text and "induction heads" in text and "'four'" in text
 
 
 def test_demo_report_adds_lens_and_attribution():
     r = report(mechscope.load("default"), Console(file=io.StringIO(), width=120))
     assert r["lens"].exact_final and r["attribution"].delta < 0.05
-    assert len(r["views"]) == 4 and all(v.html for v in r["views"])
+    assert len(r["views"]) == 5 and all(v.html for v in r["views"])
 
 
 def test_demo_command_runs(tmp_path):
@@ -40,7 +44,7 @@ def test_demo_command_runs(tmp_path):
     assert "strongest induction head: L1" in res.output
     assert "logit lens" in res.output and "integrated gradients" in res.output
     html = page.read_text()
-    assert html.count('class="msv-root') >= 4 and "mechscope demo" in html
+    assert html.count('class="msv-root') >= 5 and "mechscope demo" in html
     if SMOLLM2.installed():
         assert "a real model: smollm2-135m" in res.output and "weights dequantised from a Q4_1 GGUF" in res.output
     else:

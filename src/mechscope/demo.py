@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import views
+from .patching.result import PatchResult
 from .attribution import Attribution, attribute
 from .default_model import METADATA_FILE, make_repeated_tokens
 from .detectors import head_scores
@@ -102,6 +103,7 @@ def report(model: Model, console: Console, *, name: str = "default", seg_len: in
     lens = lens_findings(model, console, PROMPTS[0])
     attr = attribution_findings(model, console, PROMPTS[2], None,
                                 title=f"which tokens the top prediction after {PROMPTS[2]!r} depends on")
+    patched = patching_findings(model, console)
     console.print("[dim]next: `mechscope info default` lists every hook point; in Python, "
                   "model.run_with_cache(...) returns them all.[/dim]")
     short = make_repeated_tokens(model.tokenizer, 1, 12, seed=1).to(cfg.device)  # short enough to read in a view
@@ -114,10 +116,27 @@ def report(model: Model, console: Console, *, name: str = "default", seg_len: in
         views.heatmap(ind, rows, cols, title=f"{name}: induction scores"),
         lens["result"].view(title=f"{name}: logit lens on {PROMPTS[0]!r}"),
         attr.view(title=f"{name}: integrated gradients for the top prediction after {PROMPTS[2]!r}"),
+        patched.view(title=f"{name}: which heads carry induction (activation patching, 0 = corrupted, 1 = clean)"),
     ]
     return {"loss_first": first, "loss_second": second, "prev_token": prev, "induction": ind,
             "best_prev": (pl, ph), "best_induction": (il, ih), "lens": lens["result"], "attribution": attr,
-            "views": shown}
+            "patching": patched, "views": shown}
+
+
+def patching_findings(model: Model, console: Console):
+    """Activation patching of every head's output on the induction task (repeated random segments vs the same second
+    half after other tokens), normalised: 1 = the head alone restores the clean metric. Returns the ``PatchResult``."""
+    from .patching import activation_patch, induction_task
+
+    task = induction_task(model, n_seqs=8, seg_len=20)
+    raw = activation_patch(model, task.clean, task.corrupted, task.metric, point="z")
+    clean, corrupted = raw.baselines["clean"], raw.baselines["corrupted"]
+    result = PatchResult((raw.values - corrupted) / (clean - corrupted), raw.dims, raw.labels,
+                         metric="normalised induction metric", baselines=raw.baselines)
+    top = ", ".join(f"{label} {value:+.2f}" for label, value in result.top(3))
+    console.print(f"[bold]activation patching[/bold] (clean head outputs into the corrupted run, induction task; metric "
+                  f"clean {clean:.2f}, corrupted {corrupted:.2f}): heads that restore it most: {top}.")
+    return result
 
 
 @torch.no_grad()  # not inference_mode: integrated gradients turns gradients back on

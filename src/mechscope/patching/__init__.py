@@ -15,6 +15,7 @@ from .engine import Variant, prefix_reuse, run_variants
 from .graph import Graph
 from .path import PathPatchResult, path_patch
 from .result import PatchResult
+from .tasks import Task, custom_task, induction_task, ioi_task
 from .tl import *  # noqa: F403  (TransformerLens's get_act_patch_* names)
 from .tl import __all__ as _tl_all
 from .tracing import Trace, average, average_traces, trace, trace_with_patch
@@ -25,4 +26,5 @@ __all__ = ["PatchResult", "Variant", "activation_patch", "metrics", "prefix_reus
            "AttributionResult", "attribution_patch", "attribution_patch_all", "correlation",
            "Circuit", "EdgeScores", "FaithfulnessCurve", "Graph", "ablate_edges", "eap", "extract", "faithfulness",
            "faithfulness_curve",
+           "Task", "custom_task", "induction_task", "ioi_task",
            "Trace", "average", "average_traces", "trace", "trace_with_patch", *_tl_all]
