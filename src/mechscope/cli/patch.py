@@ -43,6 +43,7 @@ def patch(model: str = MODEL_ARG,
     from ..patching import metrics
 
     if point is None:
+        granularity = {"mlps": "mlp"}.get(granularity, granularity)   # knockout and path-patch say 'mlps'
         if granularity not in GRANULARITIES:
             raise fail(InputError(f"unknown granularity {granularity!r}; use one of {', '.join(GRANULARITIES)}, or "
                                   "--point."))
