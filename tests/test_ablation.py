@@ -195,3 +195,26 @@ def test_cli_knockout_and_path_patch_write_json_and_html(tmp_path):
     r = runner.invoke(app, ["path-patch", "default", "--clean", "a", "--corrupt", "b", "--answer", " cat",
                             "--receivers", "1.q"])
     assert r.exit_code == 2 and "LAYER.HEAD.INPUT" in r.output
+
+
+def test_cli_mlp_and_mlps_name_the_same_components_in_every_command(tmp_path):
+    """``patch --granularity mlp`` but ``knockout --components mlps`` / ``path-patch --senders mlps``: each command
+    now takes both spellings."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "o.json"
+    common = ["--answer", " cat", "--wrong", " dog", "--json", str(out)]
+    r = runner.invoke(app, ["knockout", "default", "Tom had a cat. Tom had a", "--components", "mlp", *common])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["dims"] == ["layer"]
+    pair = ["--clean", "Tom had a cat. Tom had a", "--corrupt", "Tom had a dog. Tom had a"]
+    r = runner.invoke(app, ["path-patch", "default", *pair, "--senders", "mlp", *common])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["patch", "default", *pair, "--granularity", "mlps", *common])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["point"] == "mlp_out"

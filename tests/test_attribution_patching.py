@@ -168,3 +168,22 @@ def test_leaves_the_model_untouched(model):
     attribution_patch_all(model, clean, corrupted, metric)
     params = list(model.hf_model.parameters())
     assert all(p.grad is None for p in params) and all(p.requires_grad for p in params)
+
+
+def test_correlation_with_activation_patch_result_uses_its_unpatched_run():
+    """``correlation(attribution, activation_patch(...))``: the exact result holds patched metric values and the
+    unpatched run's metric in ``baselines`` (corrupted when denoising, clean when noising); effects are measured from
+    it, so the top-k overlap ranks by |effect|, not by |metric|."""
+    from mechscope.patching import PatchResult
+
+    values = torch.tensor([-0.6, -0.5, -0.1, -0.55])         # corrupted -0.6: effects 0, 0.1, 0.5, 0.05
+    exact = PatchResult(values, ("x",), title="activation patching (denoise): z",
+                        baselines={"clean": 0.0, "corrupted": -0.6})
+    attr = torch.tensor([0.0, 0.1, 0.5, 0.05])
+    c = correlation(attr, exact, k=1)
+    assert c["top_k_overlap"] == 1.0   # both say cell 2 (before: |metric| ranked cell 0 first)
+    noised = PatchResult(values, ("x",), title="activation patching (noise): z",
+                         baselines={"clean": -0.1, "corrupted": -0.6})
+    # effects from clean: -0.5, -0.4, 0, -0.45 -> cell 0 (by |metric| it would be cell 0 too; cell 2 by |effect| is 0)
+    assert correlation(torch.tensor([0.0, 0.0, 1.0, 0.0]), noised, k=1)["top_k_overlap"] == 0.0
+    assert correlation(torch.tensor([-0.5, -0.4, 0.0, -0.45]), noised, k=2)["top_k_overlap"] == 1.0

@@ -108,3 +108,20 @@ def test_ioi_reference_file(gpt2_tok, shared):
         assert q.text.count(q.s) == 2 and q.text.count(q.io) == 1
     with pytest.raises(InputError, match="no IOI reference file"):
         ioi_reference(gpt2_tok, shared / "nope.json")
+
+
+def test_names_the_tokenizer_does_not_know_are_not_single_tokens():
+    """A word-level tokenizer maps an unknown name to one id, its unknown token: that passed as 'one token', so
+    IOI prompts on such a model had IO and S both '<unk>' and a logit difference of exactly 0 (``mechscope circuit
+    default --task ioi`` printed a circuit of 0 edges and faithfulness nan). Unknown names are dropped now."""
+    import mechscope
+    from mechscope.datasets.ioi import ioi_dataset, single_token_names
+    from mechscope.datasets.spans import single_token
+    from mechscope.errors import InputError
+
+    model = mechscope.load("default")
+    tok = model.tokenizer
+    assert single_token(tok, " Crystal") is None and single_token(tok, " cat") is not None
+    assert single_token_names(tok, ["Crystal", "Bradley"]) == ([], ["Crystal", "Bradley"])
+    with pytest.raises(InputError, match="single tokens"):
+        ioi_dataset(model, n=2)

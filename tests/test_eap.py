@@ -158,3 +158,27 @@ def test_refusals_and_bad_input(monkeypatch):
         g.edge_mask(["m1->a0.h1<q>"])
     with pytest.raises(InputError, match="did you mean"):
         g.edge_mask(["a0.h9->m1<in>"])
+
+
+def test_texts_padded_differently_are_refused_like_activation_patching():
+    """Two lists of texts whose pairs differ in length pad to the same shape, so the shape check passed and EAP,
+    exact edge patching and faithfulness silently swapped misaligned positions; activation patching refuses them.
+    Now the edge functions do too."""
+    from mechscope.patching import activation_patch, faithfulness
+
+    model = mechscope.load("default")
+    clean, corrupted = ["the cat sat on the", "the cat sat"], ["the dog sat", "the dog sat on the"]
+    cat = model.to_single_token("cat")
+
+    def metric(logits):
+        return logits[:, -1, cat].mean()
+
+    assert model.to_tokens(clean).shape == model.to_tokens(corrupted).shape
+    with pytest.raises(InputError, match="padded differently"):
+        activation_patch(model, clean, corrupted, metric)
+    for method in ("eap", "exact"):
+        with pytest.raises(InputError, match="padded differently"):
+            eap(model, clean, corrupted, metric, method=method)
+    scores = eap(model, ["the cat sat on the", "the cat sat"], ["the dog sat on the", "the dog sat"], metric)
+    with pytest.raises(InputError, match="padded differently"):
+        faithfulness(model, scores.extract(n_edges=5), clean, corrupted, metric)

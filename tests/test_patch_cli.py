@@ -51,3 +51,14 @@ def test_patch_attribution_method():
         assert r.exit_code == 2 and "not part of this install" in r.output
         pytest.skip("mechscope.patching.attribution is not on this branch yet")
     assert r.exit_code == 0, r.output
+
+
+def test_patch_takes_direction_like_path_patch(tmp_path):
+    """``mechscope path-patch`` says ``--direction noise``; ``mechscope patch`` takes the same flag (``--noising``
+    stays as its shorthand), and a bad value is a sentence."""
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(app, ["patch", *ARGS, "--granularity", "attn", "--direction", "noise", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["direction"] == "noise"
+    r = CliRunner().invoke(app, ["patch", *ARGS, "--direction", "noising"])
+    assert r.exit_code != 0 and "--direction must be" in r.output and "Traceback" not in r.output

@@ -182,3 +182,30 @@ def test_metrics_are_differentiable_and_take_strings():
     assert float(metrics.kl(logits, logits).detach()) == pytest.approx(0, abs=1e-6)
     with pytest.raises(mechscope.InputError, match="model="):
         metrics.logit_diff(logits, " Mary", 9)
+
+
+def test_metric_with_one_value_per_prompt_is_a_sentence():
+    """A metric that forgets to reduce over the batch gave torch's 'only one element tensors can be converted'
+    (activation_patch, get_act_patch_*, path_patch) or a reshape error (knockout); now a sentence. And text where
+    TransformerLens's functions take token ids is a sentence too."""
+    from mechscope.errors import InputError, InputTypeError
+
+    hf, _ = make_pair("llama", torch.float32)
+    model = mechscope.Model.from_hf(hf)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(3, 128, (2, 6), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 1:3] = torch.randint(3, 128, (2, 2), generator=g)
+
+    def per_prompt(logits):
+        return logits[:, -1, 5]
+
+    _, cache = model.run_with_cache(clean)
+    for run in (lambda: activation_patch(model, clean, corrupted, per_prompt, point="z"),
+                lambda: patching.get_act_patch_resid_pre(model, corrupted, cache, per_prompt),
+                lambda: patching.path_patch(model, clean, corrupted, per_prompt),
+                lambda: patching.knockout(model, clean, per_prompt, "heads")):
+        with pytest.raises(InputError, match="one number per run"):
+            run()
+    with pytest.raises(InputTypeError, match="token ids"):
+        patching.get_act_patch_resid_pre(model, "some text", cache, lambda lg: lg[:, -1, 5].mean())

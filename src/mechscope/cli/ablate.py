@@ -55,6 +55,7 @@ def knockout(model: str = MODEL_ARG, prompt: str = typer.Argument(..., help="The
     from ..errors import MechscopeError
     from ..patching import knockout as sweep
 
+    components = {"mlp": "mlps"}.get(components, components)   # patch --granularity says 'mlp'
     m = load(model)
     try:
         res = sweep(m, prompt, _metric(m, answer, wrong), components, method, list(reference) if reference else None,
@@ -97,6 +98,7 @@ def path_patch(model: str = MODEL_ARG, clean: str = typer.Option(..., help="The 
     from ..errors import MechscopeError
     from ..patching import path_patch as run
 
+    senders = {"mlp": "mlps"}.get(senders, senders)   # patch --granularity says 'mlp'
     recv = _receivers(receivers)
     m = load(model)
     try:

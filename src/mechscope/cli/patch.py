@@ -26,8 +26,10 @@ def patch(model: str = MODEL_ARG,
           by_pos: bool = typer.Option(None, "--by-pos/--all-pos", help="One patch per position, or all at once."),
           method: str = typer.Option("exact", help="exact (activation patching) or attribution (its gradient "
                                                    "estimate: two forwards and one backward)."),
-          noising: bool = typer.Option(False, "--noising", help="Patch corrupted activations into the clean run "
-                                                                "(what is necessary) instead of clean into corrupted."),
+          direction: str = typer.Option("denoise", help="denoise (clean activations into the corrupted run) or "
+                                                        "noise (corrupted into clean: what is necessary), as in "
+                                                        "path-patch."),
+          noising: bool = typer.Option(False, "--noising", help="Same as --direction noise."),
           top: int = typer.Option(10, help="How many components to list."),
           max_batch: int = typer.Option(None, help="At most this many rows (patches × prompts) per forward."),
           memory: str = typer.Option(None, help="Memory budget per forward, e.g. 2GB (default: a share of what is free)."),
@@ -41,6 +43,7 @@ def patch(model: str = MODEL_ARG,
     from ..patching import metrics
 
     if point is None:
+        granularity = {"mlps": "mlp"}.get(granularity, granularity)   # knockout and path-patch say 'mlps'
         if granularity not in GRANULARITIES:
             raise fail(InputError(f"unknown granularity {granularity!r}; use one of {', '.join(GRANULARITIES)}, or "
                                   "--point."))
@@ -48,7 +51,10 @@ def patch(model: str = MODEL_ARG,
         by_pos = default_by_pos if by_pos is None else by_pos
     if method not in ("exact", "attribution"):
         raise fail(InputError(f"--method must be 'exact' or 'attribution', got {method!r}."))
-    direction = "noise" if noising else "denoise"
+    if direction not in ("denoise", "noise"):
+        raise fail(InputError(f"--direction must be 'denoise' or 'noise', got {direction!r}."))
+    if noising:
+        direction = "noise"
     m = _load(model)
     try:
         a, w = m.to_single_token(answer), m.to_single_token(wrong)

@@ -69,6 +69,12 @@ def encode_with_spans(tokenizer, text: str, spans: list[tuple[int, int]], prepen
 
 
 def single_token(tokenizer, word: str) -> int | None:
-    """The id of ``word`` (with its leading space, if any) when it is exactly one token, else None."""
+    """The id of ``word`` (with its leading space, if any) when it is exactly one token, else None. A word the
+    tokenizer does not know (it becomes the unknown token) is not a token of its own: None."""
     ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 else None
+    if len(ids) != 1:
+        return None
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and ids[0] == unk and word.strip() != getattr(tokenizer, "unk_token", None):
+        return None
+    return ids[0]

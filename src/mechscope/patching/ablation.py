@@ -35,7 +35,7 @@ from torch import Tensor
 from ..errors import InputError, InputTypeError, type_name
 from ..hooks import HookFn
 from .engine import Variant, run_variants
-from .result import PatchResult
+from .result import PatchResult, metric_values
 
 Method = Literal["zero", "mean", "resample"]
 METHODS = ("zero", "mean", "resample")
@@ -406,9 +406,8 @@ def knockout(model, tokens, metric: Callable[[Tensor], Tensor], components="head
                   seed=seed, reference_mask=batch.attention_mask if reference is None else None)
     variants: list[Variant] = [ab.hooks(positions=positions, **c) for c in comps]
     kwargs = dict(attention_mask=batch.attention_mask, **engine_options)
-    baseline = run_variants(model, batch.tokens, [[]], metric, **kwargs)[0]
-    values = torch.stack([torch.as_tensor(v).detach().float().cpu()
-                          for v in run_variants(model, batch.tokens, variants, metric, **kwargs)])
+    baseline = metric_values(run_variants(model, batch.tokens, [[]], metric, **kwargs))[0]
+    values = metric_values(run_variants(model, batch.tokens, variants, metric, **kwargs))
     shape = [len(labels[d]) for d in dims]
     return KnockoutResult(values.reshape(shape), tuple(dims), labels, metric=getattr(metric, "__name__", "metric"),
                           title=f"{method}-ablation knock-out "

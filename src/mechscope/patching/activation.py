@@ -25,7 +25,7 @@ from torch import Tensor
 from ..errors import InputError, InputTypeError, type_name
 from ..tokens import token_strings
 from .engine import run_variants
-from .result import PatchResult
+from .result import PatchResult, metric_values
 
 RESID_POINTS = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
                 "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
@@ -91,7 +91,8 @@ def activation_patch(model, clean, corrupted, metric: Callable[[Tensor], Tensor]
     values = run_variants(model, target.tokens, variants, metric, attention_mask=mask, **opts)
     base = run_variants(model, target.tokens, [[]], metric, attention_mask=mask, **opts)[0]
     src = run_variants(model, source.tokens, [[]], metric, attention_mask=source.attention_mask, **opts)[0]
-    values = torch.tensor([float(v) for v in values], dtype=torch.float32).reshape([len(a[1]) for a in axes])
+    values = metric_values(values).reshape([len(a[1]) for a in axes])
+    base, src = metric_values([base, src])
     strings = token_strings(model.tokenizer, clean_b.tokens[0])
     labels = {"layer": [str(l) for l in layer_list]}
     if unit is not None:

@@ -197,8 +197,9 @@ def correlation(a, b, *, k: int = 10, baseline_a: float | None = None,
     Spearman correlation over the cells, and the overlap of their top-``k`` cells by absolute effect.
 
     ``a``, ``b``: ``PatchResult``s (or tensors) of one shape. Effects are ``values - baseline``: the result's own
-    ``baseline`` where it has one, else ``baseline_a``/``baseline_b``, else 0 (pass the unpatched metric for exact
-    patching results that hold patched metric values). NaN cells are left out."""
+    ``baseline`` where it has one (for ``activation_patch``'s results: the unpatched run's metric from ``baselines``,
+    corrupted when denoising, clean when noising), else ``baseline_a``/``baseline_b``, else 0. NaN cells are left
+    out."""
     x, y = (_effects(r, base) for r, base in ((a, baseline_a), (b, baseline_b)))
     if x.shape != y.shape:
         raise InputError(f"the two results have shapes {tuple(x.shape)} and {tuple(y.shape)}; compare sweeps over "
@@ -217,6 +218,9 @@ def correlation(a, b, *, k: int = 10, baseline_a: float | None = None,
 def _effects(r, baseline) -> Tensor:
     values = r.values if isinstance(r, PatchResult) else torch.as_tensor(r)
     base = getattr(r, "baseline", None) if baseline is None else baseline
+    if base is None and isinstance(r, PatchResult) and {"clean", "corrupted"} <= set(r.baselines):
+        # activation_patch's result: patched metric values, the unpatched run is the corrupted one when denoising
+        base = r.baselines["clean" if "(noise)" in (r.title or "") else "corrupted"]
     return values.detach().float().cpu() - (0.0 if base is None else float(base))
 
 

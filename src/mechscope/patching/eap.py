@@ -90,9 +90,12 @@ class EdgeScores:
 
 def as_pair(model, clean, corrupted) -> tuple[Tensor, Tensor]:
     """Clean and corrupted inputs as token ids of the same shape ``[batch, pos]`` (text is tokenised)."""
-    out = []
+    out, masks = [], []
     for what, x in (("clean", clean), ("corrupted", corrupted)):
+        mask = None
         if isinstance(x, (str, list)) and not (isinstance(x, list) and x and isinstance(x[0], int)):
+            if isinstance(x, list) and len(x) > 1:
+                mask = model._batch(x, None, None).attention_mask   # texts of different lengths are padded
             x = model.to_tokens(x)
         elif isinstance(x, list):
             x = torch.tensor([x])
@@ -103,10 +106,17 @@ def as_pair(model, clean, corrupted) -> tuple[Tensor, Tensor]:
         if x.ndim != 2 or x.dtype not in (torch.long, torch.int32):
             raise InputError(f"{what} must be integer token ids of shape [batch, pos], got {type_name(x)}.")
         out.append(x.to(model.input_device))
+        masks.append(mask)
     if out[0].shape != out[1].shape:
         raise InputError(f"clean and corrupted inputs must have the same shape, token for token (edge patching swaps "
                          f"activations position by position), got {tuple(out[0].shape)} and {tuple(out[1].shape)}; "
                          "pick corruptions with the same number of tokens (e.g. ABC names of one token each).")
+    if masks[0] is not None or masks[1] is not None:
+        a, b = (torch.ones(out[0].shape, dtype=torch.long) if m is None else m.cpu().long() for m in masks)
+        if not torch.equal(a, b):
+            raise InputError("clean and corrupted texts are padded differently (prompt i has one length clean and "
+                             "another corrupted), so positions do not line up; give each pair the same number of "
+                             "tokens.")
     return out[0], out[1]
 
 

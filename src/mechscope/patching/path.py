@@ -34,7 +34,7 @@ from ..errors import InputError, InputTypeError, type_name
 from .ablation import _check_layer, unit_axis
 from .activation import base_and_source
 from .engine import run_variants
-from .result import PatchResult
+from .result import PatchResult, metric_values
 
 
 @dataclass
@@ -168,7 +168,7 @@ def path_patch(model, clean, corrupted, metric: Callable[[Tensor], Tensor], *, s
         _, source_cache = model.run_with_cache(source_b.tokens, names_filter=sent, return_type=None,
                                                attention_mask=source_b.attention_mask)
     kwargs = dict(attention_mask=base_b.attention_mask, **engine_options)
-    baseline = float(run_variants(model, base_b.tokens, [[]], metric, **kwargs)[0])
+    baseline = float(metric_values(run_variants(model, base_b.tokens, [[]], metric, **kwargs))[0])
 
     def sender_hook(name: str, units: list[int] | None):
         axis = unit_axis(model, name) if units is not None else 0
@@ -212,7 +212,7 @@ def path_patch(model, clean, corrupted, metric: Callable[[Tensor], Tensor], *, s
 
         variants = [[(n, receive(n, u, r)) for n, u in recv.items()] for r in records]
         values = run_variants(model, base_b.tokens, variants, metric, **kwargs)
-    values = torch.stack([torch.as_tensor(v).detach().float().cpu() for v in values])
+    values = metric_values(values)
     what = "logits" if recv is None else f"{len(receivers)} receiver input{'s' * (len(receivers) > 1)}"
     return PathPatchResult(values.reshape([len(labels[d]) for d in dims]), tuple(dims), labels,
                            metric=getattr(metric, "__name__", "metric"),

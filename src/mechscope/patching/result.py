@@ -16,6 +16,19 @@ from torch import Tensor
 from ..errors import InputError
 
 
+def metric_values(values) -> Tensor:
+    """The metric of each run as a float32 CPU tensor ``[n]``; a sentence (not a torch error) when the metric
+    returned something other than one number per run (e.g. one value per prompt)."""
+    out = []
+    for v in values:
+        t = torch.as_tensor(v)
+        if t.numel() != 1:
+            raise InputError(f"metric must return one number per run (a 0-d tensor), got shape {tuple(t.shape)}; "
+                             "reduce it over the batch, e.g. with .mean().")
+        out.append(t.detach().float().cpu().reshape(()))
+    return torch.stack(out) if out else torch.zeros(0)
+
+
 @dataclass
 class PatchResult:
     values: Tensor                                   # [*dims], float

@@ -24,6 +24,7 @@ from torch import Tensor
 from ..cache import act_name
 from ..errors import InputError, InputTypeError, type_name
 from .engine import run_variants
+from .result import metric_values
 
 AXES = ("layer", "pos", "head_index", "head", "src_pos", "dest_pos")
 
@@ -64,6 +65,9 @@ def generic_activation_patch(model, corrupted_tokens: Tensor, clean_cache, patch
     ``patch_setter(corrupted_activation, index, clean_activation) -> patched`` edits the activation; the indices
     come from ``index_axis_names`` (every combination, output shaped by the axes) or ``index_df`` (one row per
     patch, flattened output). The first index of each row is the layer."""
+    if not isinstance(corrupted_tokens, Tensor):
+        raise InputTypeError(f"corrupted_tokens must be token ids [batch, pos] (as in TransformerLens; "
+                             f"model.to_tokens(text)), got {type_name(corrupted_tokens)}.")
     if index_df is None:
         if index_axis_names is None:
             raise InputError("pass index_axis_names (e.g. ('layer', 'pos')) or index_df (one row of indices per patch).")
@@ -90,7 +94,7 @@ def generic_activation_patch(model, corrupted_tokens: Tensor, clean_cache, patch
         variants.append([(name, partial(_patching_hook, index=index, clean_activation=clean_cache[name],
                                         patch_setter=patch_setter))])
     values = run_variants(model, corrupted_tokens, variants, patching_metric, **engine_options)
-    out = torch.tensor([float(v) for v in values], dtype=torch.float32, device=model.cfg.device)
+    out = metric_values(values).to(model.cfg.device)
     if not flat:
         out = out.reshape(ranges)
     if return_index_df:
