@@ -206,3 +206,18 @@ def test_shared_norm_block_recomputes_every_head():
         ("blocks.1.attn.hook_k", qkv("k", model.W_K.detach())),
         ("blocks.1.attn.hook_v", qkv("v", model.W_V.detach()))])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_faithfulness_refuses_an_unchanged_metric():
+    """Corrupted == clean: faithfulness is 0/0; a sentence, not NaN (as metrics.normalised)."""
+    from mechscope.errors import InputError
+    from mechscope.patching import eap, extract, faithfulness, faithfulness_curve
+
+    model = mechscope.load("default")
+    tokens = model.to_tokens(["the cat sat on the mat"])
+    metric = lambda logits: logits[:, -1, 5].mean()
+    scores = eap(model, tokens, tokens, metric)
+    with pytest.raises(InputError, match="equal"):
+        faithfulness(model, extract(scores, n_edges=5), tokens, tokens, metric)
+    with pytest.raises(InputError, match="equal"):
+        faithfulness_curve(model, scores, tokens, tokens, metric, sizes=[5])

@@ -178,8 +178,14 @@ def extract(scores: EdgeScores, n_edges: int | None = None, threshold: float | N
 
 
 def _faith(value: float, clean: float, corrupted: float) -> float:
-    span = clean - corrupted
-    return float("nan") if span == 0 else (value - corrupted) / span
+    return (value - corrupted) / (clean - corrupted)
+
+
+def _check_span(clean: float, corrupted: float) -> None:
+    """Faithfulness divides by m(clean) − m(corrupted); refuse before the ablation runs instead of returning NaN."""
+    if clean == corrupted:
+        raise InputError(f"the clean and corrupted metric are equal ({clean:.4g}), so faithfulness (the circuit's share "
+                         "of the difference) is undefined; pick a corruption that changes the behaviour.")
 
 
 def faithfulness(model, circuit: Circuit, clean, corrupted, metric: Callable[[Tensor], Tensor]) -> float:
@@ -192,6 +198,7 @@ def faithfulness(model, circuit: Circuit, clean, corrupted, metric: Callable[[Te
     with torch.no_grad():
         m_clean = float(check_metric(metric(clean_logits), metric))
         m_corr = float(check_metric(metric(corrupted_logits), metric))
+    _check_span(m_clean, m_corr)
     m = float(ablate_edges(model, clean, corrupted, g.valid & ~circuit.edges, graph=g, metric=metric,
                            corrupted_acts=corrupted_acts))
     circuit.faithfulness = _faith(m, m_clean, m_corr)
@@ -244,6 +251,7 @@ def faithfulness_curve(model, scores: EdgeScores, clean, corrupted, metric: Call
     with torch.no_grad():
         m_clean = float(check_metric(metric(clean_logits), metric))
         m_corr = float(check_metric(metric(corrupted_logits), metric))
+    _check_span(m_clean, m_corr)
     circuits = [extract(scores, n_edges=s, absolute=absolute) for s in sizes]
     variants = [EdgeRun(g, coef=(g.valid & ~c.edges).double(), corrupted=corrupted_acts).hooks() for c in circuits]
     values = [float(v) for v in run_variants(model, clean, variants, metric, **run_options)]
