@@ -181,11 +181,18 @@ def _faith(value: float, clean: float, corrupted: float) -> float:
     return (value - corrupted) / (clean - corrupted)
 
 
-def _check_span(clean: float, corrupted: float) -> None:
-    """Faithfulness divides by m(clean) − m(corrupted); refuse before the ablation runs instead of returning NaN."""
-    if clean == corrupted:
-        raise InputError(f"the clean and corrupted metric are equal ({clean:.4g}), so faithfulness (the circuit's share "
-                         "of the difference) is undefined; pick a corruption that changes the behaviour.")
+def _endpoints(model, g, clean: Tensor, corrupted: Tensor, metric) -> tuple[float, float, Tensor]:
+    """``(m(clean), m(corrupted), the corrupted run's node outputs)``: what every faithfulness is measured against.
+    Faithfulness divides by m(clean) − m(corrupted), so equal metrics are refused before any ablation runs."""
+    clean_logits, _ = record(model, g, clean)
+    corrupted_logits, corrupted_acts = record(model, g, corrupted)
+    with torch.no_grad():
+        m_clean = float(check_metric(metric(clean_logits), metric))
+        m_corr = float(check_metric(metric(corrupted_logits), metric))
+    if m_clean == m_corr:
+        raise InputError(f"the clean and corrupted metric are equal ({m_clean:.4g}), so faithfulness (the circuit's "
+                         "share of the difference) is undefined; pick a corruption that changes the behaviour.")
+    return m_clean, m_corr, corrupted_acts
 
 
 def faithfulness(model, circuit: Circuit, clean, corrupted, metric: Callable[[Tensor], Tensor]) -> float:
@@ -193,12 +200,7 @@ def faithfulness(model, circuit: Circuit, clean, corrupted, metric: Callable[[Te
     stored on ``circuit.faithfulness``."""
     clean, corrupted = as_pair(model, clean, corrupted)
     g = circuit.graph
-    clean_logits, _ = record(model, g, clean)
-    corrupted_logits, corrupted_acts = record(model, g, corrupted)
-    with torch.no_grad():
-        m_clean = float(check_metric(metric(clean_logits), metric))
-        m_corr = float(check_metric(metric(corrupted_logits), metric))
-    _check_span(m_clean, m_corr)
+    m_clean, m_corr, corrupted_acts = _endpoints(model, g, clean, corrupted, metric)
     m = float(ablate_edges(model, clean, corrupted, g.valid & ~circuit.edges, graph=g, metric=metric,
                            corrupted_acts=corrupted_acts))
     circuit.faithfulness = _faith(m, m_clean, m_corr)
@@ -246,12 +248,7 @@ def faithfulness_curve(model, scores: EdgeScores, clean, corrupted, metric: Call
     sizes = sorted({min(int(s), g.n_edges) for s in sizes})
     if not sizes:
         raise InputError("sizes must list at least one circuit size (a number of edges).")
-    clean_logits, _ = record(model, g, clean)
-    corrupted_logits, corrupted_acts = record(model, g, corrupted)
-    with torch.no_grad():
-        m_clean = float(check_metric(metric(clean_logits), metric))
-        m_corr = float(check_metric(metric(corrupted_logits), metric))
-    _check_span(m_clean, m_corr)
+    m_clean, m_corr, corrupted_acts = _endpoints(model, g, clean, corrupted, metric)
     circuits = [extract(scores, n_edges=s, absolute=absolute) for s in sizes]
     variants = [EdgeRun(g, coef=(g.valid & ~c.edges).double(), corrupted=corrupted_acts).hooks() for c in circuits]
     values = [float(v) for v in run_variants(model, clean, variants, metric, **run_options)]
