@@ -412,6 +412,6 @@ def test_demo_report_renders(page):
 
     r = report(mechscope.load("default"), Console(file=io.StringIO()))
     d = page(views.report(r["views"], "mechscope demo"))
-    assert len(css(d, ".msv-root[data-msv-rendered]")) == len(r["views"]) == 4
+    assert len(css(d, ".msv-root[data-msv-rendered]")) == len(r["views"]) == 5
     hover(d, css(d, ".msv-attn-tokens .msv-tok")[5])
     assert visible_tip(d)
