@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .config import LossConfig, SAEConfig
+from .kernels import fused_topk_encode, sparse_decode
 
 _REGISTRY: dict[str, type[SAE]] = {}
 
@@ -199,13 +200,21 @@ class SAE(nn.Module):
         with torch.no_grad():
             var = (y_n - y_n.mean(0)).pow(2).sum(-1).mean()
             fvu = mse.detach() / var.clamp_min(1e-12)
-            active = f != 0
-            stats = dict(l0=active.sum(-1).float().mean(), fired=active.any(0))
+            if isinstance(f, tuple):  # sparse latents from the fused path: (top_acts, top_indices)
+                acts, idx = f
+                on = acts != 0
+                fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=acts.device)
+                fired[idx[on]] = True
+                stats = dict(l0=on.sum(-1).float().mean(), fired=fired)
+            else:
+                active = f != 0
+                stats = dict(l0=active.sum(-1).float().mean(), fired=active.any(0))
         return TrainOutput(total, {"mse": mse.detach(), **{k: v.detach() for k, v in terms.items()}}, fvu, **stats)
 
     def _train_terms(self, x_n: Tensor, y_n: Tensor, loss: LossConfig, dead: Tensor | None,
-                     l1_scale: float) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """``(output_n (batch, d_out) without skip, latents f (batch, d_sae), {name: loss term})``."""
+                     l1_scale: float) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor], dict[str, Tensor]]:
+        """``(output_n (batch, d_out) without skip, latents, {name: loss term})``; the latents are dense
+        ``f (batch, d_sae)`` or, from a sparse path, ``(top_acts, top_indices)`` each ``(batch, k)``."""
         f = self.activation(self._encode_pre_n(x_n))
         return self._decode_n(f), f, {}
 
@@ -272,23 +281,72 @@ class ReLUSAE(SAE):
 @register("topk")
 class TopKSAE(SAE):
     """The ``k`` largest pre-activations per token, ReLU'd; the rest zero (Gao et al. 2024). Decoder rows are kept
-    at unit norm; AuxK makes dead latents model the residual error. This is the plain reference path
-    (``linear -> topk -> linear``)."""
+    at unit norm; AuxK makes dead latents model the residual error.
+
+    Two paths compute the same thing: the fused/sparse one (:mod:`mechscope.sae.kernels`: no dense
+    ``(batch, d_sae)`` latents in the decoder or the backward), used by :meth:`training_forward` and
+    :meth:`encode_topk` while ``self.fused`` is True (the default), and the plain reference
+    ``linear -> topk -> linear`` (``sae.fused = False``). ``self.fast_topk`` (default False) selects with the
+    exact block-maxima top-k of :func:`~mechscope.sae.kernels.topk_exact` instead of ``torch.topk``."""
 
     decoder_init_norm = 1.0
+    fused: bool = True
+    fast_topk: bool = False
 
     def activation(self, pre: Tensor) -> Tensor:
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
 
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent activations ``(..., d_sae)`` of ``x (..., d_in)`` (through :meth:`encode_topk` when fused)."""
+        if not self.fused:
+            return super().encode(x)
+        acts, idx = self.encode_topk(x)
+        out = acts.new_zeros(*acts.shape[:-1], self.cfg.d_sae)
+        return out.scatter_(-1, idx, acts)
+
+    def encode_topk(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Sparse latents of ``x (..., d_in)``: ``top_acts, top_indices (..., k)`` (sparsify's ``EncoderOutput``
+        fields); ``encode(x)`` is these scattered into ``(..., d_sae)``."""
+        x_n = self._in(x)
+        lead = x_n.shape[:-1]
+        x_n = x_n.reshape(-1, self.cfg.d_in)
+        if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder:
+            x_n = x_n - self.b_dec
+        if self.fused:
+            acts, idx, _, _ = fused_topk_encode(x_n, self.W_enc, self.b_enc, self.cfg.k, fast_topk=self.fast_topk)
+        else:
+            vals, idx = (x_n @ self.W_enc + self.b_enc).topk(self.cfg.k, dim=-1, sorted=False)
+            acts = torch.relu(vals)
+        return acts.reshape(*lead, -1), idx.reshape(*lead, -1)
+
+    def _k_aux(self, loss: LossConfig, dead: Tensor | None) -> int:
+        if loss.auxk_coefficient <= 0 or dead is None or not bool(dead.any()):
+            return 0
+        return min(loss.auxk_k or max(self.cfg.d_in // 2, 1), int(dead.sum()))
+
     def _train_terms(self, x_n, y_n, loss, dead, l1_scale):
-        pre = self._encode_pre_n(x_n)
-        f = self.activation(pre)
-        out = self._decode_n(f)
+        if not self.fused:
+            pre = self._encode_pre_n(x_n)
+            f = self.activation(pre)
+            out = self._decode_n(f)
+            terms = {}
+            if self._k_aux(loss, dead):
+                terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, y_n - out.detach(), y_n, loss)
+            return out, f, terms
+        x_in = x_n - self.b_dec if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder else x_n
+        k_aux = self._k_aux(loss, dead)
+        acts, idx, aux_acts, aux_idx = fused_topk_encode(x_in, self.W_enc, self.b_enc, self.cfg.k,
+                                                         aux_mask=dead if k_aux else None, k_aux=k_aux,
+                                                         fast_topk=self.fast_topk)
+        out = sparse_decode(idx, acts, self.W_dec) + self.b_dec
         terms = {}
-        if loss.auxk_coefficient > 0 and dead is not None and bool(dead.any()):
-            terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, y_n - out.detach(), y_n, loss)
-        return out, f, terms
+        if k_aux:
+            e_hat = sparse_decode(aux_idx, aux_acts, self.W_dec)
+            var = (y_n - y_n.mean(0)).pow(2).sum()
+            err = y_n - out.detach()
+            terms["auxk"] = loss.auxk_coefficient * (e_hat - err).pow(2).sum() / var.clamp_min(1e-12)
+        return out, (acts, idx), terms
 
     def prepare_grads_(self) -> None:
         remove_parallel_decoder_grad_(self.W_dec)
