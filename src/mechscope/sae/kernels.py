@@ -127,7 +127,8 @@ class _FusedTopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, aux_mask: Tensor | None, k_aux: int,
                 fast_topk: bool):
-        pre = torch.addmm(b_enc, x, W_enc)
+        # fp32: addmm; half types: round as the reference's `x @ W_enc + b_enc` does, so near-ties pick alike
+        pre = torch.addmm(b_enc, x, W_enc) if x.dtype == torch.float32 else x @ W_enc + b_enc
         sel = topk_exact if fast_topk else (lambda p, kk: p.topk(kk, dim=-1, sorted=False))
         top_v, top_i = sel(pre, k)
         top_acts = torch.relu(top_v)
@@ -157,7 +158,7 @@ class _FusedTopKEncode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _bag(idx, g, W_enc.t().contiguous()).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_W = csr_transpose_mm(idx, g, x.to(W_enc.dtype), W_enc.shape[1]).t()
+            grad_W = csr_transpose_mm(idx, g, x.to(W_enc.dtype), W_enc.shape[1]).t().contiguous()
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(W_enc.shape[1], dtype=torch.float32, device=g.device)
             grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1).float())
