@@ -67,11 +67,15 @@ def csr_transpose_mm(indices: Tensor, values: Tensor, dense: Tensor, n_cols: int
     ``nnz * dense.shape[1]`` multiply-adds, not ``batch * n_cols * dense.shape[1]``. Duplicate indices in a row add."""
     B, k = indices.shape
     flat = indices.reshape(-1)
-    order = flat.argsort(stable=True)
+    # an unstable int32 sort is ~10x faster than a stable int64 argsort on CPU; the order of equal latents
+    # only changes the order of a row's summands
+    small = n_cols < 2**31 and B * k < 2**31
+    order = (flat.to(torch.int32) if small else flat).sort().indices
+    itype = torch.int32 if small else torch.int64
     counts = torch.bincount(flat, minlength=n_cols)
-    crow = torch.zeros(n_cols + 1, dtype=torch.int64, device=indices.device)
+    crow = torch.zeros(n_cols + 1, dtype=itype, device=indices.device)
     crow[1:] = counts.cumsum(0)
-    rows = torch.div(order, k, rounding_mode="floor")
+    rows = torch.div(order, k, rounding_mode="floor").to(itype)
     vals = values.reshape(-1)[order].to(dense.dtype)
     if dense.device.type == "cpu" and dense.dtype in (torch.bfloat16, torch.float16):
         # CPU CSR products do not take half types; accumulate in fp32 (as autocast would)
