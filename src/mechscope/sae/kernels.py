@@ -64,7 +64,13 @@ def topk_exact(pre: Tensor, k: int, block: int = 32) -> tuple[Tensor, Tensor]:
 def csr_transpose_mm(indices: Tensor, values: Tensor, dense: Tensor, n_cols: int) -> Tensor:
     """``G.T @ dense`` for the sparse ``G (batch, n_cols)`` with ``G[i, indices[i, j]] = values[i, j]``:
     ``(n_cols, dense.shape[1])``. Built as a CSR matrix of ``G.T`` (rows = latents), so the cost is
-    ``nnz * dense.shape[1]`` multiply-adds, not ``batch * n_cols * dense.shape[1]``. Duplicate indices in a row add."""
+    ``nnz * dense.shape[1]`` multiply-adds, not ``batch * n_cols * dense.shape[1]``. Duplicate indices in a row add.
+    Runs on one CPU thread (see :class:`_one_thread`)."""
+    with _one_thread(indices):
+        return _csr_transpose_mm(indices, values, dense, n_cols)
+
+
+def _csr_transpose_mm(indices: Tensor, values: Tensor, dense: Tensor, n_cols: int) -> Tensor:
     B, k = indices.shape
     flat = indices.reshape(-1)
     # an unstable int32 sort is ~10x faster than a stable int64 argsort on CPU; the order of equal latents
@@ -81,6 +87,26 @@ def csr_transpose_mm(indices: Tensor, values: Tensor, dense: Tensor, n_cols: int
         # CPU CSR products do not take half types; accumulate in fp32 (as autocast would)
         return _csr_mm(crow, rows, vals.float(), dense.float(), n_cols, B).to(dense.dtype)
     return _csr_mm(crow, rows, vals, dense, n_cols, B)
+
+
+class _one_thread:
+    """Run a CPU block on one intra-op thread: torch's parallel 1-D sort of ~10^5 ints takes ~1 ms on one
+    thread and, measured on the shared 2-core machine, 100x longer on two; the whole sparse product of the
+    benchmark shape takes ~14 ms on one thread against ~95 ms on two."""
+
+    def __init__(self, t: Tensor) -> None:
+        self.cpu = t.device.type == "cpu"
+
+    def __enter__(self):
+        if self.cpu:
+            self.n = torch.get_num_threads()
+            if self.n != 1:
+                torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.cpu and self.n != 1:
+            torch.set_num_threads(self.n)
 
 
 def _csr_mm(crow: Tensor, rows: Tensor, vals: Tensor, dense: Tensor, n_cols: int, B: int) -> Tensor:
