@@ -203,8 +203,8 @@ class SAE(nn.Module):
             if isinstance(f, tuple):  # sparse latents from the fused path: (top_acts, top_indices)
                 acts, idx = f
                 on = acts != 0
-                fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=acts.device)
-                fired[idx[on]] = True
+                fired = torch.zeros(self.cfg.d_sae, device=acts.device).index_add_(
+                    0, idx.reshape(-1), on.reshape(-1).float()) > 0
                 stats = dict(l0=on.sum(-1).float().mean(), fired=fired)
             else:
                 active = f != 0
