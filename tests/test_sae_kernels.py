@@ -136,3 +136,12 @@ def test_fast_topk_training_matches():
         sae.training_forward(x).loss.backward()
     for p_ref, p_f in zip(ref.parameters(), fused.parameters()):
         torch.testing.assert_close(p_f.grad, p_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_row_chunks_agree(monkeypatch):
+    """The encoder's and decoder-backward's row chunks (512 and 256 rows by default) joined up correctly."""
+    import mechscope.sae.kernels as kern
+    monkeypatch.setattr(kern, "_ENCODE_ROWS", 24)
+    monkeypatch.setattr(kern, "_GATHER_ROWS", 20)
+    test_fused_matches_reference("sae", True, "float32")
+    test_fused_matches_reference("skip", False, "float32")
