@@ -176,7 +176,9 @@ pre-activations are in cache; ~10% faster than whole-batch on the benchmark shap
 class _FusedTopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, aux_mask: Tensor | None, k_aux: int,
-                fast_topk: bool):
+                fast_topk: bool, b_dec: Tensor | None):
+        if b_dec is not None:
+            x = x - b_dec
         B = x.shape[0]
         use_aux = aux_mask is not None and k_aux > 0
         top_v = torch.empty(B, k, dtype=W_enc.dtype, device=x.device)
@@ -198,6 +200,7 @@ class _FusedTopKEncode(torch.autograd.Function):
         top_acts = torch.relu_(top_v)
         aux_acts = torch.relu_(aux_v)
         ctx.save_for_backward(x, W_enc, top_i, top_acts, aux_i, aux_acts)
+        ctx.has_b_dec = b_dec is not None
         ctx.mark_non_differentiable(top_i, aux_i)
         return top_acts, top_i, aux_acts, aux_i
 
@@ -212,25 +215,31 @@ class _FusedTopKEncode(torch.autograd.Function):
             idx.append(aux_i)
         g = torch.cat(g, 1) if len(g) > 1 else g[0]
         idx = torch.cat(idx, 1) if len(idx) > 1 else idx[0]
-        grad_x = grad_W = grad_b = None
+        grad_x = grad_W = grad_b = grad_b_dec = None
         if ctx.needs_input_grad[0]:
             grad_x = _bag(idx, g, W_enc.t().contiguous()).to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_W = csr_transpose_mm(idx, g, x.to(W_enc.dtype), W_enc.shape[1]).t().contiguous()
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2] or (ctx.has_b_dec and ctx.needs_input_grad[7]):
             grad_b = torch.zeros(W_enc.shape[1], dtype=torch.float32, device=g.device)
             grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1).float())
-            grad_b = grad_b.to(W_enc.dtype)
-        return grad_x, grad_W, grad_b, None, None, None, None
+            if ctx.has_b_dec and ctx.needs_input_grad[7]:
+                # b_dec enters every row as -b_dec: its gradient is -(sum of rows' grad_pre) @ W_enc.T
+                grad_b_dec = -(W_enc.float() @ grad_b).to(W_enc.dtype)
+            grad_b = grad_b.to(W_enc.dtype) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_W, grad_b, None, None, None, None, grad_b_dec
 
 
 def fused_topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, *, aux_mask: Tensor | None = None,
-                      k_aux: int = 0, fast_topk: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      k_aux: int = 0, fast_topk: bool = False,
+                      b_dec: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """TopK encoder without a dense latent tensor in the backward.
 
     ``x (batch, d_in)``, ``W_enc (d_in, d_sae)``, ``b_enc (d_sae,)`` -> ``top_acts, top_indices (batch, k)``
     (``relu`` of the ``k`` largest pre-activations) and, when ``aux_mask (d_sae,)`` bool and ``k_aux > 0`` are
     given (AuxK's dead latents), ``aux_acts, aux_indices (batch, k_aux)``: the ``k_aux`` largest
     pre-activations among the masked latents, ReLU'd (empty ``(batch, 0)`` otherwise). Gradients reach ``x``,
-    ``W_enc`` and ``b_enc`` only through the chosen latents. ``fast_topk`` selects with :func:`topk_exact`."""
-    return _FusedTopKEncode.apply(x, W_enc, b_enc, k, aux_mask, k_aux, fast_topk)
+    ``W_enc`` and ``b_enc`` only through the chosen latents. ``fast_topk`` selects with :func:`topk_exact`. ``b_dec (d_in,)``, when given, is
+    subtracted from ``x`` first (an autoencoder's ``apply_b_dec_to_input``); its gradient then costs one
+    ``(d_in, d_sae)`` matrix-vector product instead of a per-row input gradient."""
+    return _FusedTopKEncode.apply(x, W_enc, b_enc, k, aux_mask, k_aux, fast_topk, b_dec)

@@ -334,11 +334,11 @@ class TopKSAE(SAE):
             if self._k_aux(loss, dead):
                 terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, y_n - out.detach(), y_n, loss)
             return out, f, terms
-        x_in = x_n - self.b_dec if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder else x_n
+        sub = self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder
         k_aux = self._k_aux(loss, dead)
-        acts, idx, aux_acts, aux_idx = fused_topk_encode(x_in, self.W_enc, self.b_enc, self.cfg.k,
+        acts, idx, aux_acts, aux_idx = fused_topk_encode(x_n, self.W_enc, self.b_enc, self.cfg.k,
                                                          aux_mask=dead if k_aux else None, k_aux=k_aux,
-                                                         fast_topk=self.fast_topk)
+                                                         fast_topk=self.fast_topk, b_dec=self.b_dec if sub else None)
         out = sparse_decode(idx, acts, self.W_dec) + self.b_dec
         terms = {}
         if k_aux:
