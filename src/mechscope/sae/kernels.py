@@ -239,7 +239,7 @@ def fused_topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, *, aux_ma
     (``relu`` of the ``k`` largest pre-activations) and, when ``aux_mask (d_sae,)`` bool and ``k_aux > 0`` are
     given (AuxK's dead latents), ``aux_acts, aux_indices (batch, k_aux)``: the ``k_aux`` largest
     pre-activations among the masked latents, ReLU'd (empty ``(batch, 0)`` otherwise). Gradients reach ``x``,
-    ``W_enc`` and ``b_enc`` only through the chosen latents. ``fast_topk`` selects with :func:`topk_exact`. ``b_dec (d_in,)``, when given, is
-    subtracted from ``x`` first (an autoencoder's ``apply_b_dec_to_input``); its gradient then costs one
-    ``(d_in, d_sae)`` matrix-vector product instead of a per-row input gradient."""
+    ``W_enc`` and ``b_enc`` only through the chosen latents. ``fast_topk`` selects with :func:`topk_exact`.
+    ``b_dec (d_in,)``, when given, is subtracted from ``x`` first (an autoencoder's ``apply_b_dec_to_input``);
+    its gradient then costs one ``(d_in, d_sae)`` matrix-vector product instead of a per-row input gradient."""
     return _FusedTopKEncode.apply(x, W_enc, b_enc, k, aux_mask, k_aux, fast_topk, b_dec)
