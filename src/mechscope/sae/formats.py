@@ -340,6 +340,9 @@ def _read_saelens(folder: Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
         if k not in state:
             raise ModelLoadError(f"{str(folder / WEIGHTS_FILE)!r} lacks {k!r}; it is not a SAELens SAE's weights file.")
     hook = d.get("hook_name") or md.get("hook_name") or ""
+    hf_hook = None
+    if (d.get("model_class_name") or md.get("model_class_name")) == "AutoModelForCausalLM" and "transcoder" not in arch:
+        hf_hook, hook = hook, sparsify_hook_names(hook, False)[0]  # an HF module path, e.g. model.layers.1
     training = md.get("training_architecture") or arch
     details = md.get("training_architecture_details") or {}
     transcoder = "transcoder" in arch
@@ -383,8 +386,11 @@ def _read_saelens(folder: Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
             kw.update(architecture=mine, k=_int_k(k, where))
             if mine == "matryoshka":
                 kw["matryoshka_sizes"] = list(details.get("matryoshka_widths") or [])
+    kw["metadata"] = {}
     if training != arch:
-        kw["metadata"] = {"saelens_training_architecture": training, "saelens_training_details": details}
+        kw["metadata"].update(saelens_training_architecture=training, saelens_training_details=details)
+    if hf_hook is not None:
+        kw["metadata"]["saelens_hook_name"] = hf_hook
     try:
         cfg = SAEConfig(**kw)
     except InputError as e:
@@ -496,16 +502,22 @@ def _read_sparsify(folder: Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
     d_in, transcode = d["d_in"], bool(d.get("transcode", False))
     d_sae = d.get("num_latents") or d_in * d.get("expansion_factor", 32)
     hookpoint = folder.resolve().name
+    skip = bool(d.get("skip_connection", False))
     hook, hook_out = sparsify_hook_names(hookpoint, transcode)
+    state = {"W_enc": w["encoder.weight"].T, "b_enc": w["encoder.bias"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
+    if skip and not transcode:
+        # an autoencoder with a linear skip is, to mechscope, a skip-transcoder from the hook point to itself; its
+        # input-side b_dec moves into b_enc: (x - b_dec) @ W_enc + b_enc = x @ W_enc + (b_enc - b_dec @ W_enc)
+        hook_out = hook
+        state["b_enc"] = state["b_enc"] - state["b_dec"] @ state["W_enc"]
     try:
         cfg = SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=d.get("k", 32), hook_name=hook,
-                        hook_name_out=hook_out, d_out=d_in if transcode else None,
-                        skip=bool(d.get("skip_connection", False)), apply_b_dec_to_input=not transcode,
+                        hook_name_out=hook_out, d_out=d_in if hook_out is not None else None,
+                        skip=skip, apply_b_dec_to_input=hook_out is None,
                         dtype=_dtype_name(w["encoder.weight"].dtype),
                         metadata={"sparsify_hookpoint": hookpoint, "sparsify_cfg": d})
     except InputError as e:
         raise ModelLoadError(f"{where}: {e}") from None
-    state = {"W_enc": w["encoder.weight"].T, "b_enc": w["encoder.bias"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
     if "W_skip" in w:
         state["W_skip"] = w["W_skip"].T
     return cfg, state
