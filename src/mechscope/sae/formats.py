@@ -185,6 +185,8 @@ def _build(cfg: SAEConfig, state: dict[str, torch.Tensor], folder: Path, device)
     sae = SAE(cfg, device=device)
     own = sae.state_dict()
     state = _adapt_threshold(state, own)
+    if "b_gate" in state and "b_gate" not in own and "b_enc" in own and "b_enc" not in state:
+        state = {("b_enc" if k == "b_gate" else k): v for k, v in state.items()}  # gated keeps the gate bias as b_enc
     missing = sorted(set(own) - set(state) - {"norm_scale_in", "norm_scale_out"})
     extra = sorted(set(state) - set(own))
     if missing or extra:
@@ -428,7 +430,7 @@ def _write_saelens(sae: SAE) -> dict:
     if arch == "gated":
         if tc:
             raise InputError("SAELens has no gated transcoder; save a gated transcoder with format='mechscope'.")
-        state.update({k: sd[k] for k in ("b_gate", "b_mag", "r_mag")})
+        state.update(b_gate=sd["b_gate"] if "b_gate" in sd else sd["b_enc"], b_mag=sd["b_mag"], r_mag=sd["r_mag"])
         name = "gated"
     else:
         state["b_enc"] = sd["b_enc"]
