@@ -347,3 +347,28 @@ def test_mismatched_or_unknown_contents_give_sentences(tmp_path):
     (tmp_path / "g" / "cfg.json").write_text(json.dumps({**d, "activation": "groupmax"}))
     with pytest.raises(ModelLoadError, match="sparsify activation 'groupmax'"):
         ms.load(tmp_path / "g")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_info_and_convert(tmp_path):
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    r = CliRunner().invoke(app, ["sae", "info", str(FIX / "sparsify" / "sae"), "--sae-id", "layers.1",
+                                 "--json", str(tmp_path / "i.json")])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "i.json").read_text())
+    assert (info["format"], info["architecture"], info["d_sae"], info["hook_name"]) == \
+        ("sparsify", "topk", 16, "blocks.1.hook_resid_post")
+    r = CliRunner().invoke(app, ["sae", "convert", str(FIX / "sparsify" / "sae" / "layers.1"), str(tmp_path / "o"),
+                                 "--to", "saelens", "--json", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    assert ms.detect_format(tmp_path / "o") == "saelens"
+    io = load_file(str(FIX / "sparsify" / "sae" / "layers.1" / "io.safetensors"))
+    torch.testing.assert_close(ms.load(tmp_path / "o")(io["x"]), io["sae_out"], rtol=1e-5, atol=1e-5)
+    r = CliRunner().invoke(app, ["sae", "info", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = CliRunner().invoke(app, ["sae", "convert", str(FIX / "saelens" / "transcoder"), str(tmp_path / "x"),
+                                 "--to", "sparsify"])
+    assert r.exit_code == 2 and "sparsify has only TopK" in r.output
