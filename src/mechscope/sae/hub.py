@@ -46,7 +46,10 @@ def resolve(path: str | os.PathLike, sae_id: str | None = None) -> Path:
     if s.startswith((".", "/", "~")) or not _HUB_ID.match(s):
         raise ModelLoadError(f"no SAE folder {s!r}: the path does not exist. Check the path (a hub id looks like "
                              "'org/repo' or 'org/repo/folder').")
-    return _download(*split_hub_id(s, sae_id))
+    try:
+        return _download(*split_hub_id(s, sae_id))
+    except ModelLoadError as e:
+        raise ModelLoadError(f"there is no local folder {s!r}, so it was taken as a hub id: {e}") from None
 
 
 def _saelens_release(release: str, sae_id: str | None) -> tuple[str, str | None] | None:
