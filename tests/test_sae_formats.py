@@ -372,3 +372,17 @@ def test_cli_info_and_convert(tmp_path):
     r = CliRunner().invoke(app, ["sae", "convert", str(FIX / "saelens" / "transcoder"), str(tmp_path / "x"),
                                  "--to", "sparsify"])
     assert r.exit_code == 2 and "sparsify has only TopK" in r.output
+
+
+def test_saelens_unfolded_normalisation_warns_and_sparsity_file_is_tolerated(tmp_path):
+    import shutil
+
+    shutil.copytree(FIX / "saelens" / "topk", tmp_path / "t")
+    save_file({"sparsity": torch.zeros(16)}, str(tmp_path / "t" / "sparsity.safetensors"))
+    d = json.loads((tmp_path / "t" / "cfg.json").read_text())
+    (tmp_path / "t" / "cfg.json").write_text(json.dumps({**d, "normalize_activations": "expected_average_only_in"}))
+    with pytest.warns(UserWarning, match="does not carry the scale"):
+        sae = ms.load(tmp_path / "t")
+    assert sae.cfg.normalize_activations == "expected_average_only_in"
+    make("topk").save(tmp_path / "t")  # a SAELens folder with its sparsity file counts as an SAE folder
+    assert ms.detect_format(tmp_path / "t") == "mechscope"
