@@ -104,7 +104,8 @@ def write_saelens() -> list[str]:
         with torch.no_grad():
             acts, out = sae.encode(x), sae(x)
         assert (acts != 0).any() and (acts == 0).any(), f"{name}: degenerate fixture"
-        save_file({"x": x, "feature_acts": acts.contiguous(), "sae_out": out.contiguous()}, str(folder / "io.safetensors"))
+        save_file({"x": x, "feature_acts": acts.contiguous(), "sae_out": out.contiguous()},
+                  str(folder / "io.safetensors"))
         dest = OUT / "saelens" / name
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -318,6 +317,12 @@ def test_mismatched_or_unknown_contents_give_sentences(tmp_path):
     cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
     (tmp_path / "s" / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 32}))
     with pytest.raises(ModelLoadError, match=r"weight 'W_\w+' has shape .* but cfg.json \(d_in=8, d_sae=32.*needs"):
+        ms.load(tmp_path / "s")
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps(cfg))
+    w = load_file(str(tmp_path / "s" / "sae_weights.safetensors"))
+    save_file({**{k: v for k, v in w.items() if k != "b_enc"}, "W_gate": w["b_enc"]},
+              str(tmp_path / "s" / "sae_weights.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"do not fit a 'topk' SAE \(missing b_enc; unexpected W_gate\)"):
         ms.load(tmp_path / "s")
     (tmp_path / "s" / "cfg.json").write_text("[1, 2]")
     with pytest.raises(ModelLoadError, match="not the object of an SAE config"):

@@ -165,7 +165,8 @@ def _read_tensors(p: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(p), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # safetensors raises its own SafetensorError on a corrupt header
-        raise ModelLoadError(f"{str(p)!r} is not a readable safetensors file ({e}); re-save or re-download it.") from None
+        raise ModelLoadError(f"{str(p)!r} is not a readable safetensors file ({e}); re-save or re-download it."
+                             ) from None
 
 
 def _dtype_name(dtype: str | torch.dtype) -> str:
@@ -190,10 +191,10 @@ def _build(cfg: SAEConfig, state: dict[str, torch.Tensor], folder: Path, device)
     missing = sorted(set(own) - set(state) - {"norm_scale_in", "norm_scale_out"})
     extra = sorted(set(state) - set(own))
     if missing or extra:
-        raise ModelLoadError(f"{str(folder)!r}: the weights do not fit a {cfg.architecture!r} SAE "
-                             f"({'missing ' + ', '.join(missing) if missing else ''}"
-                             f"{'; ' if missing and extra else ''}{'unexpected ' + ', '.join(extra) if extra else ''}); "
-                             "the cfg.json and weights file belong to different SAEs, or the architecture is wrong.")
+        what = "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
+                         + ([f"unexpected {', '.join(extra)}"] if extra else []))
+        raise ModelLoadError(f"{str(folder)!r}: the weights do not fit a {cfg.architecture!r} SAE ({what}); the "
+                             "cfg.json and weights file belong to different SAEs, or the architecture is wrong.")
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise ModelLoadError(f"{str(folder)!r}: weight {k!r} has shape {tuple(v.shape)} but cfg.json "
@@ -409,7 +410,8 @@ def _int_k(k, where: str) -> int:
     if isinstance(k, float) and k.is_integer():
         k = int(k)
     if not isinstance(k, int):
-        raise ModelLoadError(f"{where}: k={k!r} is not a whole number of latents; mechscope's BatchTopK needs an int k.")
+        raise ModelLoadError(f"{where}: k={k!r} is not a whole number of latents; mechscope's BatchTopK needs an "
+                             "int k.")
     return k
 
 

@@ -72,7 +72,8 @@ def _download(repo: str, sub: str | None) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - transformers depends on it
-        raise ModelLoadError("loading an SAE from the hub needs huggingface_hub: pip install huggingface_hub.") from None
+        raise ModelLoadError("loading an SAE from the hub needs huggingface_hub: pip install huggingface_hub."
+                             ) from None
     patterns = [f"{sub}/*"] if sub else None
     try:
         root = Path(snapshot_download(repo, allow_patterns=patterns))
