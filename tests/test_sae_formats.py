@@ -391,3 +391,34 @@ def test_saelens_unfolded_normalisation_warns_and_sparsity_file_is_tolerated(tmp
     assert sae.cfg.normalize_activations == "expected_average_only_in"
     make("topk").save(tmp_path / "t")  # a SAELens folder with its sparsity file counts as an SAE folder
     assert ms.detect_format(tmp_path / "t") == "mechscope"
+
+
+def test_saelens_release_names_resolve_through_its_table(monkeypatch, tmp_path):
+    import shutil
+    import sys
+    import types
+
+    import huggingface_hub
+
+    root = tmp_path / "snap"
+    shutil.copytree(FIX / "saelens", root)
+    table = types.ModuleType("sae_lens.loading.pretrained_saes_directory")
+
+    def get_repo_id_and_folder_name(release, sae_id):
+        if release != "tiny-res":
+            return release, sae_id
+        if sae_id != "blocks.0.hook_resid_post":
+            raise ValueError(f"SAE ID '{sae_id}' not found in release '{release}'")
+        return "org/tiny-saes", "topk"
+
+    table.get_repo_id_and_folder_name = get_repo_id_and_folder_name
+    for name in ("sae_lens", "sae_lens.loading"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, table.__name__, table)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, allow_patterns=None, **k: calls.append((repo, allow_patterns)) or str(root))
+    sae = SAE.from_pretrained("tiny-res", "blocks.0.hook_resid_post")
+    assert calls == [("org/tiny-saes", ["topk/*"])] and sae.cfg.architecture == "topk"
+    with pytest.raises(InputError, match="SAELens release 'tiny-res': SAE ID 'nope' not found"):
+        ms.load("tiny-res", sae_id="nope")
