@@ -422,3 +422,16 @@ def test_saelens_release_names_resolve_through_its_table(monkeypatch, tmp_path):
     assert calls == [("org/tiny-saes", ["topk/*"])] and sae.cfg.architecture == "topk"
     with pytest.raises(InputError, match="SAELens release 'tiny-res': SAE ID 'nope' not found"):
         ms.load("tiny-res", sae_id="nope")
+
+
+def test_load_many_reads_a_run_folder_in_natural_order(tmp_path):
+    for i in (10, 2, 1):
+        make("topk", seed=i).save(tmp_path / "run" / f"layers.{i}", format="sparsify")
+    (tmp_path / "run" / "notes").mkdir()
+    saes = ms.load_many(tmp_path / "run")
+    assert list(saes) == ["layers.1", "layers.2", "layers.10"]
+    assert saes["layers.10"].cfg.hook_name == "blocks.10.hook_resid_post"
+    torch.testing.assert_close(saes["layers.2"](X), make("topk", seed=2)(X), rtol=1e-5, atol=1e-5)
+    assert list(ms.load_many(tmp_path / "run", layers=["layers.2"])) == ["layers.2"]
+    with pytest.raises(ModelLoadError, match="holds no SAE subfolders"):
+        ms.load_many(tmp_path / "run" / "notes")

@@ -3,9 +3,9 @@ evaluation, splicing into a model, analysis and dashboards, and the SAELens/spar
 
 from .config import ARCHITECTURES, LossConfig, SAEConfig
 from .sae import SAE, ReLUSAE, TopKSAE, TrainOutput, register
-from .formats import FORMATS, attach as _attach_formats, detect_format, load, save
+from .formats import FORMATS, attach as _attach_formats, detect_format, load, load_many, save
 
 _attach_formats()  # SAE.save / SAE.load / SAELens's load_from_disk, from_pretrained, save_model
 
 __all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register",
-           "FORMATS", "detect_format", "load", "save"]
+           "FORMATS", "detect_format", "load", "load_many", "save"]

@@ -80,6 +80,23 @@ def load(path: str | os.PathLike, *, sae_id: str | None = None, device: str | to
     return sae
 
 
+def load_many(path: str | os.PathLike, layers: list[str] | None = None, *, device: str | torch.device | None = None,
+              dtype: str | torch.dtype | None = None) -> dict[str, SAE]:
+    """Every SAE of a run folder (one subfolder per hook point, as sparsify and multi-hook trainers write them),
+    ``{subfolder name: SAE}`` in natural order; ``layers`` picks some (sparsify's ``SparseCoder.load_many``).
+    A hub id fetches only the chosen subfolders."""
+    from .hub import resolve
+
+    if layers is not None:
+        return {name: load(path, sae_id=name, device=device, dtype=dtype) for name in layers}
+    folder = resolve(path)
+    subs = [p for p in folder.iterdir() if p.is_dir() and (p / CFG_FILE).exists()] if folder.is_dir() else []
+    if not subs:
+        raise ModelLoadError(f"{str(path)!r} holds no SAE subfolders (each with a cfg.json); for one SAE use load().")
+    key = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]  # noqa: E731
+    return {p.name: load(p, device=device, dtype=dtype) for p in sorted(subs, key=key)}
+
+
 def save(sae: SAE, path: str | os.PathLike, format: str = "mechscope") -> Path:
     """Write ``sae`` to the folder ``path`` in ``format`` (one of :data:`FORMATS`); returns the folder.
 
