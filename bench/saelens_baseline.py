@@ -110,6 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=2_000_000, help="training tokens (default 2M)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print only one JSON line")
+    ap.add_argument("--normalize", choices=["none", "expected_average_only_in"], default="none",
+                    help="SAELens's normalize_activations (default: none, SAELens's default); the scale is estimated "
+                         "from 25 batches and folded into the weights at the end")
     ap.add_argument("--save", default=None, help="also save the trained SAE (SAELens inference folder) here")
     args = ap.parse_args(argv)
 
@@ -146,7 +149,8 @@ def main(argv=None) -> int:
 
     out_dir = tempfile.mkdtemp(prefix="saelens-baseline-")
     cfg = LanguageModelSAERunnerConfig(
-        sae=TopKTrainingSAEConfig(d_in=hf_model.config.hidden_size, d_sae=D_SAE, k=K, dtype="float32", device="cpu"),
+        sae=TopKTrainingSAEConfig(d_in=hf_model.config.hidden_size, d_sae=D_SAE, k=K, dtype="float32", device="cpu",
+                                  normalize_activations=args.normalize),
         model_name=str(MODEL), model_class_name="AutoModelForCausalLM", hook_name=HF_HOOK,
         dataset_path=str(DATA), is_dataset_tokenized=True, streaming=False, context_size=CONTEXT,
         prepend_bos=False, sequence_separator_token=None,
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
         n_batches_in_buffer=256,  # SAELens sizes its mixing buffer as this x context tokens (32768)
         device="cpu", dtype="float32", seed=42,
         logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, checkpoint_path=out_dir + "/ckpt",
-        output_path=out_dir + "/out", verbose=not args.json,
+        output_path=out_dir + "/out", verbose=not args.json, n_batches_for_norm_estimate=25,
     )
     proxy = HookedProxyLM(hf_model, tok, hook_names=[HF_HOOK])
     runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=proxy)
@@ -165,7 +169,7 @@ def main(argv=None) -> int:
     if args.save:
         sae.save_inference_model(args.save)
     result = dict(tool="saelens", sae_lens_version=sae_lens_version, torch=torch.__version__,
-                  threads=args.threads, tokens=args.tokens, wall_s=wall, tokens_per_s=args.tokens / wall,
+                  threads=args.threads, tokens=args.tokens, normalize_activations=args.normalize, wall_s=wall, tokens_per_s=args.tokens / wall,
                   held_out_tokens=HELD_OUT_ROWS * CONTEXT, hook=f"{HF_HOOK} (blocks.1.hook_resid_post)",
                   d_sae=D_SAE, k=K, batch_tokens=BATCH_TOKENS, context=CONTEXT,
                   **evaluate(hf_model, sae, held))
