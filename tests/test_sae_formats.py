@@ -105,6 +105,7 @@ def test_class_methods_and_saelens_names(tmp_path):
     weights, cfg = sae.save_model(tmp_path / "b")
     assert weights.name == "sae_weights.safetensors" and json.loads(cfg.read_text())["architecture"] == "topk"
     torch.testing.assert_close(SAE.load_from_disk(tmp_path / "b", device="cpu")(X), sae(X), rtol=1e-5, atol=1e-5)
+    assert ms.load(tmp_path / "a" / "cfg.json").cfg.k == 4  # a file of the folder names the folder
     half = ms.load(tmp_path / "a", dtype="bfloat16")
     assert half.W_enc.dtype == torch.bfloat16 and half.cfg.dtype == "bfloat16"
 

@@ -69,6 +69,8 @@ def load(path: str | os.PathLike, *, sae_id: str | None = None, device: str | to
     from .hub import resolve
 
     folder = resolve(path, sae_id)
+    if folder.is_file() and folder.name in (CFG_FILE, WEIGHTS_FILE, SPARSIFY_WEIGHTS_FILE):
+        folder = folder.parent  # a file of the folder names the folder
     fmt = format or detect_format(folder)
     if fmt not in FORMATS:
         raise InputError(f"format {fmt!r} is not one of {', '.join(FORMATS)}.")
