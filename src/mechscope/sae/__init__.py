@@ -5,7 +5,14 @@ from .architectures import BatchTopKSAE, GatedSAE, JumpReLUSAE, MatryoshkaSAE
 from .config import ARCHITECTURES, LossConfig, SAEConfig
 from .kernels import fused_topk_encode, sparse_decode, topk_exact
 from .sae import SAE, ReLUSAE, TopKSAE, TrainOutput, register
+from .formats import FORMATS, attach as _attach_formats, detect_format, load, load_many, save
 
 __all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register",
            "BatchTopKSAE", "GatedSAE", "JumpReLUSAE", "MatryoshkaSAE",
            "fused_topk_encode", "sparse_decode", "topk_exact"]
+
+
+_attach_formats()  # SAE.save / SAE.load / SAELens's load_from_disk, from_pretrained, save_model
+
+__all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register",
+           "FORMATS", "detect_format", "load", "load_many", "save"]
