@@ -100,6 +100,19 @@ def test_exact_resume(model, stop):
         _source(model, seed=4).load_state_dict(state)
 
 
+def test_prefetch_serves_the_same_batches(model):
+    it = iter(_source(model))
+    want = [next(it) for _ in range(14)]
+    src = _source(model, prefetch=True)
+    it = iter(src)
+    got = [next(it) for _ in range(3)]
+    resumed = _source(model, prefetch=True)  # a prefetching source resumes exactly too
+    resumed.load_state_dict(src.state_dict())
+    it = iter(resumed)
+    got += [next(it) for _ in range(11)]
+    assert all(torch.equal(g[k], w[k]) for g, w in zip(got, want) for k in w)
+
+
 def test_exclude_special_tokens(model):
     rows = _rows(model, n=4)
     rows[:, 0] = 7

@@ -40,9 +40,22 @@ def test_jsonl_list_and_datasets_agree(tinystories, tok, tmp_path):
     assert torch.equal(token_rows(tinystories, g, context_size=16, text_column="story"), rows)
     with pytest.raises(InputError, match="no string field 'text'"):
         token_rows(tinystories, g, context_size=16)
+
+
+def test_datasets_folders(tinystories, tok, tmp_path):
     datasets = pytest.importorskip("datasets")
-    datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "ds"))
+    pa = pytest.importorskip("pyarrow")
+    rows = token_rows(tinystories, DOCS, context_size=16)
+    # an explicit fingerprint: datasets' own hashing of the table is irrelevant here (and breaks on some versions)
+    ds = datasets.Dataset(pa.table({"text": DOCS}), fingerprint="t")
+    ds.save_to_disk(str(tmp_path / "ds"))
     assert torch.equal(token_rows(tinystories, tmp_path / "ds", context_size=16), rows)
+    ids = [tok(d, add_special_tokens=False)["input_ids"] for d in DOCS]
+    tokenised = datasets.Dataset(pa.table({"input_ids": ids}), fingerprint="i")
+    datasets.DatasetDict({"train": tokenised, "test": ds}).save_to_disk(str(tmp_path / "dd"))
+    assert torch.equal(token_rows(tinystories, tmp_path / "dd", context_size=16), rows)  # already tokenised
+    with pytest.raises(InputError, match="neither 'story' nor 'input_ids'"):
+        token_rows(tinystories, tmp_path / "ds", text_column="story")
 
 
 def test_text_lines_and_tokenizer_alone(tinystories, tok, tmp_path):

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -222,14 +223,21 @@ class ModelSource:
     ``data``: anything :func:`~mechscope.sae.data.token_rows` reads (text, a file, token ids); its keyword
     options pass through. ``exclude_special_tokens``: drop positions holding BOS/EOS/pad (``True``) or these ids
     (as SAELens does); the default keeps every position, BOS included. Batches are float32 ``{hook: (batch_size,
-    d[hook])}`` on ``device`` (default: the model's)."""
+    d[hook])}`` on ``device`` (default: the model's).
+
+    ``prefetch=True`` harvests the next buffer in a background thread while the current one is served, so the
+    model's forward and the trainer's step run on two cores at once (torch releases the GIL). The batches are
+    the same; memory holds two buffers; and the model must not be run elsewhere (an evaluation) meanwhile, since
+    its hooks would be shared. Off by default for that reason."""
 
     def __init__(self, model, data, hooks: str | Sequence[str], batch_size: int = 4096, *, context_size: int = 128,
                  n_tokens: int | None = None, holdout_tokens: int = 0, prepend_bos: bool | None = None,
                  text_column: str = "text", model_batch_size: int = 32, buffer_tokens: int | None = None,
                  seed: int = 0, shuffle: bool = True, device: str | torch.device | None = None,
-                 exclude_special_tokens: bool | Sequence[int] = False) -> None:
+                 exclude_special_tokens: bool | Sequence[int] = False, prefetch: bool = False) -> None:
         _check_batch_size(batch_size)
+        self.prefetch = prefetch
+        self._pending: tuple[tuple[int, int], Future] | None = None
         self.rows = token_rows(model, data, context_size=context_size, prepend_bos=prepend_bos, n_tokens=n_tokens,
                                holdout_tokens=holdout_tokens, text_column=text_column)
         self.harvest = Harvester(model, hooks, model_batch_size=model_batch_size,
@@ -263,13 +271,26 @@ class ModelSource:
                 if self.shuffle else torch.arange(n))
         return acts, perm.to(next(iter(acts.values())).device)
 
+    def _fetch(self, epoch: int, buffer: int) -> tuple[dict[str, Tensor], Tensor]:
+        """The buffer, from the background harvest when one was started for it; then start the next one."""
+        pending, self._pending = self._pending, None
+        got = pending[1].result() if pending is not None and pending[0] == (epoch, buffer) else None
+        if got is None:
+            got = self._buffer(epoch, buffer)
+        if self.prefetch:
+            nxt = (epoch, buffer + 1) if buffer + 1 < self.n_buffers else (epoch + 1, 0)
+            if _PREFETCH[0] is None:
+                _PREFETCH[0] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechscope-harvest")
+            self._pending = (nxt, _PREFETCH[0].submit(self._buffer, *nxt))
+        return got
+
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         empty_run = 0
         while True:
             known = None if self.harvest.exclude else min(self.buffer_rows, self.rows.shape[0] - self.buffer *
                                                           self.buffer_rows) * self.rows.shape[1]
             if known is None or (self.offset + 1) * self.batch_size <= known:  # else nothing is left in it
-                acts, perm = self._buffer(self.epoch, self.buffer)
+                acts, perm = self._fetch(self.epoch, self.buffer)
                 n_batches = perm.numel() // self.batch_size
                 empty_run = 0 if n_batches else empty_run + 1
                 while self.offset < n_batches:
@@ -297,6 +318,13 @@ class ModelSource:
             raise InputError(f"this checkpoint's data position was taken on different data or settings ({', '.join(bad)}"
                              " differ); resume with the same model, text, hooks, batch_size, buffer_tokens and seed.")
         self.epoch, self.buffer, self.offset = int(state["epoch"]), int(state["buffer"]), int(state["offset"])
+        if self._pending is not None:  # a harvest for the old position: wait for it (it uses the model), drop it
+            self._pending[1].result()
+            self._pending = None
+
+
+_PREFETCH: list[ThreadPoolExecutor | None] = [None]
+"""One background harvesting thread for the process, started on first use."""
 
 
 # ------------------------------------------------------------------------------------------------ from an iterable
@@ -387,7 +415,7 @@ def activation_source(source, *, model=None, hooks: str | Sequence[str] | None =
                       device: str | torch.device | None = None, buffer_tokens: int | None = None,
                       prepend_bos: bool | None = None, text_column: str = "text", model_batch_size: int = 32,
                       exclude_special_tokens: bool | Sequence[int] = False, shuffle: bool = True,
-                      hook: str = "x") -> ActivationSource:
+                      prefetch: bool = False, hook: str = "x") -> ActivationSource:
     """An :class:`ActivationSource` for anything ``train(source)`` accepts:
 
     - with ``model`` and ``hooks``: text or tokens (a path, a list of strings, token ids) -> :class:`ModelSource`;
@@ -406,7 +434,8 @@ def activation_source(source, *, model=None, hooks: str | Sequence[str] | None =
         return ModelSource(model, source, hooks, batch_size, context_size=context_size, n_tokens=n_tokens,
                            holdout_tokens=holdout_tokens, prepend_bos=prepend_bos, text_column=text_column,
                            model_batch_size=model_batch_size, buffer_tokens=buffer_tokens, seed=seed,
-                           shuffle=shuffle, device=device, exclude_special_tokens=exclude_special_tokens)
+                           shuffle=shuffle, device=device, exclude_special_tokens=exclude_special_tokens,
+                           prefetch=prefetch)
     if isinstance(source, ActivationStore) or ActivationStore.is_store(source):
         store = source if isinstance(source, ActivationStore) else ActivationStore(source)
         return store.source(batch_size, seed=seed, hooks=hooks, device=device, buffer_tokens=buffer_tokens,
