@@ -3,6 +3,9 @@ fp32 on CPU (the issue's SAE benchmark configuration, without the training step)
 
 Baselines in the same run: the plain HF forward of the whole model on the same rows (no hooks), and mechscope's
 harvester without the early stop. Prints tokens/s for eager and sdpa attention and a few model batch sizes.
+Then harvest + a stand-in training step (the contract's reference TopK SAE, k 32, d_sae 2048, Adam; the real
+trainer is bench/bench_sae_train.py) with and without ``prefetch=True``, which harvests the next buffer on a
+second thread while this one trains.
 Run: OMP_NUM_THREADS=<cores> PYTHONPATH=src python bench/bench_sae_harvest.py"""
 
 from __future__ import annotations
@@ -64,5 +67,30 @@ def main() -> None:
               f"{timed(epoch, n // BATCH * BATCH)}")
 
 
+def with_training() -> None:
+    from mechscope.sae import SAE, SAEConfig
+
+    model = mechscope.load(MODEL, attn_implementation="sdpa")
+    rows = token_rows(model, DATA, context_size=CONTEXT, n_tokens=N_TOKENS, holdout_tokens=320 * CONTEXT)
+    for prefetch in (False, True):
+        torch.manual_seed(0)
+        sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=2048, architecture="topk", k=32, hook_name=HOOK))
+        opt = torch.optim.Adam(sae.parameters(), lr=4e-4)
+        src = ModelSource(model, rows, [HOOK], BATCH, context_size=CONTEXT, buffer_tokens=16 * BATCH,
+                          prefetch=prefetch)
+
+        def run(src=src, sae=sae, opt=opt):
+            it = iter(src)
+            for _ in range(n // BATCH):
+                out = sae.training_forward(next(it)[HOOK])
+                opt.zero_grad()
+                out.loss.backward()
+                opt.step()
+
+        n = rows.numel()
+        print(f"[sdpa] harvest + reference TopK step, prefetch={prefetch}: {timed(run, n // BATCH * BATCH)}")
+
+
 if __name__ == "__main__":
     main()
+    with_training()
