@@ -274,7 +274,9 @@ class ModelSource:
     def _fetch(self, epoch: int, buffer: int) -> tuple[dict[str, Tensor], Tensor]:
         """The buffer, from the background harvest when one was started for it; then start the next one."""
         pending, self._pending = self._pending, None
-        got = pending[1].result() if pending is not None and pending[0] == (epoch, buffer) else None
+        got = pending[1].result() if pending is not None else None  # never two harvests on the model at once
+        if pending is not None and pending[0] != (epoch, buffer):
+            got = None
         if got is None:
             got = self._buffer(epoch, buffer)
         if self.prefetch:
@@ -315,10 +317,15 @@ class ModelSource:
         keys = ("kind", "seed", "batch_size", "buffer_rows", "n_rows", "rows_sha", "hooks")
         bad = [k for k in keys if state.get(k) != mine[k]]
         if bad:
-            raise InputError(f"this checkpoint's data position was taken on different data or settings ({', '.join(bad)}"
-                             " differ); resume with the same model, text, hooks, batch_size, buffer_tokens and seed.")
+            raise InputError("this checkpoint's data position was taken on different data or settings "
+                             f"({', '.join(bad)} differ); resume with the same model, text, hooks, batch_size, "
+                             "buffer_tokens and seed.")
         self.epoch, self.buffer, self.offset = int(state["epoch"]), int(state["buffer"]), int(state["offset"])
-        if self._pending is not None:  # a harvest for the old position: wait for it (it uses the model), drop it
+        self.close()  # a harvest for the old position uses the model: wait for it, drop it
+
+    def close(self) -> None:
+        """Wait for a background harvest (``prefetch``) to finish, so the model is free for other runs."""
+        if self._pending is not None:
             self._pending[1].result()
             self._pending = None
 

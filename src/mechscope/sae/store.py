@@ -224,8 +224,9 @@ class StoreSource:
         bad = [k for k in ("kind", "seed", "batch_size", "window", "hooks", "n_tokens", "tokens_sha256")
                if state.get(k) != mine[k]]
         if bad:
-            raise InputError(f"this checkpoint's data position was taken on another store or settings ({', '.join(bad)}"
-                             " differ); resume with the same store, hooks, batch_size, buffer_tokens and seed.")
+            raise InputError("this checkpoint's data position was taken on another store or settings "
+                             f"({', '.join(bad)} differ); resume with the same store, hooks, batch_size, buffer_tokens "
+                             "and seed.")
         self.epoch, self.buffer, self.offset = int(state["epoch"]), int(state["buffer"]), int(state["offset"])
 
 
@@ -285,7 +286,8 @@ def _read_manifest(path: Path) -> dict:
     try:
         m = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"the manifest {str(file)!r} is not valid JSON ({e}); the store is damaged: rebuild it.") from None
+        raise InputError(f"the manifest {str(file)!r} is not valid JSON ({e}); the store is damaged: rebuild "
+                         "it.") from None
     keys = ("hooks", "d", "dtype", "shards", "tokens", "complete", "n_shards", "tokens_sha256")
     if not isinstance(m, dict) or m.get("format") != FORMAT or any(k not in m for k in keys):
         raise InputError(f"{str(file)!r} is not a mechscope activation-store manifest (format {FORMAT!r} with "
