@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 from . import ablate, circuit, core, lens, microscope, patch, sae, sae_formats, trace  # noqa: F401  (registers the commands)
+
+
+from . import ablate, circuit, core, lens, microscope, patch, sae, sae_cache, trace  # noqa: F401  (registers the commands)
 from .common import app, console
 from .core import _cache_estimates
 

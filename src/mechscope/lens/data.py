@@ -22,8 +22,9 @@ from torch import Tensor
 from ..errors import InputError
 
 
-def read_documents(path: str | os.PathLike) -> list[str]:
-    """The documents of a corpus file: ``.jsonl`` records' ``text``, else the file's non-empty lines."""
+def read_documents(path: str | os.PathLike, text_column: str = "text") -> list[str]:
+    """The documents of a corpus file: ``.jsonl`` records' ``text`` (or ``text_column``), else the file's non-empty
+    lines."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"corpus {str(path)!r} is not a file; pass a text file or a .jsonl file of "
@@ -39,10 +40,10 @@ def read_documents(path: str | os.PathLike) -> list[str]:
                 except json.JSONDecodeError as e:
                     raise InputError(f"line {n} of {str(path)!r} is not valid JSON ({e.msg}); a .jsonl corpus holds "
                                      'one {"text": ...} object per line.') from None
-                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise InputError(f"line {n} of {str(path)!r} has no string field 'text'; a .jsonl corpus holds "
-                                     'one {"text": ...} object per line.')
-                docs.append(rec["text"])
+                if not isinstance(rec, dict) or not isinstance(rec.get(text_column), str):
+                    raise InputError(f"line {n} of {str(path)!r} has no string field {text_column!r}; a .jsonl corpus "
+                                     f'holds one {{"{text_column}": ...}} object per line.')
+                docs.append(rec[text_column])
         return docs
     text = path.read_text(encoding="utf-8", errors="replace")
     return [line + "\n" for line in text.split("\n") if line.strip()]

@@ -16,3 +16,14 @@ _attach_formats()  # SAE.save / SAE.load / SAELens's load_from_disk, from_pretra
 
 __all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register",
            "FORMATS", "detect_format", "load", "load_many", "save"]
+
+
+from .activations import (ActivationSource, Harvester, IterableSource, ModelSource, TensorSource,
+                          activation_source)
+from .data import token_rows
+from .sae import SAE, ReLUSAE, TopKSAE, TrainOutput, register
+from .store import ActivationStore, StoreSource
+
+__all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register",
+           "ActivationSource", "ActivationStore", "Harvester", "IterableSource", "ModelSource", "StoreSource",
+           "TensorSource", "activation_source", "token_rows"]
