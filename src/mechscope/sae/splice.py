@@ -118,6 +118,9 @@ class Splice:
                 model.remove_point(p.name)
             raise
         self._x: Tensor | None = None
+        self.token_mask: Tensor | None = None
+        """Optional ``(batch, pos)`` bool: True where the dictionary is bypassed (the model's own activation flows
+        on, as SAELens's ``exclude_special_tokens`` does for BOS); set it for the forwards that need it."""
         spliced(model)[self.point] = self
 
     # ------------------------------------------------------------------------------------------ the hooks
@@ -153,7 +156,7 @@ class Splice:
             recons = recons + sae.skip_out(x_h)
         recons = p["hook_sae_recons"].fire(recons)
         if not self.use_error_term:
-            return p["hook_sae_output"].fire(recons.to(y.dtype))
+            return p["hook_sae_output"].fire(self._bypass(y, recons.to(y.dtype)))
         if any(hooked[:4]):  # a hook may have edited the input, pre-activations, latents or reconstruction
             clean = sae.decode(sae.activation(sae.encode_pre(x)))
             if sae.cfg.skip:
@@ -163,7 +166,17 @@ class Splice:
         error = y - clean.to(y.dtype)
         error_h = p["hook_sae_error"].fire(error)
         out = y + ((recons - clean).to(y.dtype) + (error_h - error))
-        return p["hook_sae_output"].fire(out)
+        return p["hook_sae_output"].fire(self._bypass(y, out))
+
+    def _bypass(self, y: Tensor, out: Tensor) -> Tensor:
+        """``out`` with the model's own ``y`` where :attr:`token_mask` is True."""
+        m = self.token_mask
+        if m is None:
+            return out
+        if m.shape != y.shape[:m.ndim] or m.dtype != torch.bool:
+            raise InputError(f"token_mask of {self.point!r} must be a bool tensor of the leading shape of its "
+                             f"activation {tuple(y.shape[:-1])}; got {tuple(m.shape)} {m.dtype}.")
+        return torch.where(m.to(y.device).reshape(*m.shape, *[1] * (y.ndim - m.ndim)), y, out)
 
     # ------------------------------------------------------------------------------------------ removal
     def detach(self) -> None:
