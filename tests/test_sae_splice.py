@@ -236,3 +236,30 @@ def test_hooked_sae_transformer_semantics():
     m.add_sae(a)
     m.reset_saes("blocks.0.hook_resid_post")
     assert m.acts_to_saes == {}
+
+
+@torch.no_grad()
+def test_patch_features_matches_a_loop(llama):
+    from mechscope.sae import patch_features
+
+    hook = "blocks.0.hook_resid_post"
+    sae = make_sae(llama, hook)
+    clean, corrupt = TOKENS[:1], TOKENS[1:]
+    metric = lambda logits: logits[0, -1, 5] - logits[0, -1, 9]  # noqa: E731
+    with splice(llama, sae, use_error_term=True) as (s,):
+        name = s.prefix + "hook_sae_acts_post"
+        res = patch_features(llama, clean, corrupt, metric, hook)
+        src = llama.run_with_cache(clean, names_filter=name)[1][name]
+        feats = [int(f) for f in res.labels["feature"]]
+        assert feats and len(feats) == res.values.shape[0]
+        for i, j in enumerate(feats[:3]):
+            def put(f, h, j=j):
+                f = f.clone()
+                f[..., j] = src[..., j]
+                return f
+            assert torch.allclose(res.values[i], metric(llama.run_with_hooks(corrupt, fwd_hooks=[(name, put)])), atol=1e-5)
+        assert res.baselines["clean"] == pytest.approx(float(metric(llama(clean))), abs=1e-5)
+        by_pos = patch_features(llama, clean, corrupt, metric, name, features=feats[:2], by_pos=True, positions=[0, -1])
+        assert by_pos.dims == ("feature", "pos") and by_pos.values.shape == (2, 2)
+    with pytest.raises(InputError, match="no dictionary is spliced"):
+        patch_features(llama, clean, corrupt, metric, hook)
