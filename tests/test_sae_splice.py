@@ -263,3 +263,36 @@ def test_patch_features_matches_a_loop(llama):
         assert by_pos.dims == ("feature", "pos") and by_pos.values.shape == (2, 2)
     with pytest.raises(InputError, match="no dictionary is spliced"):
         patch_features(llama, clean, corrupt, metric, hook)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_in_place_edits_with_and_without_a_graph(llama, grad):
+    """Under no_grad the dictionary runs once (unchanged values stand for the clean ones); with a graph the clean
+    path is apart. Both must see in-place edits of latents and error, and leave an unedited run exact."""
+    hook = "blocks.0.hook_resid_post"
+    sae = make_sae(llama, hook)
+    clean = llama(TOKENS)
+    acts = llama.run_with_cache(TOKENS, names_filter=hook)[1][hook]
+    j = int(sae.encode(acts).ne(0).sum((0, 1)).argmax())
+
+    def zero_in_place(f, hook):
+        f[..., j] = 0
+
+    def ref(x, hook):
+        f = sae.encode(x)
+        fz = f.clone()
+        fz[..., j] = 0
+        return x + ((sae.decode(fz) - sae.decode(f)) + 0)
+
+    with torch.set_grad_enabled(grad):
+        want = llama.run_with_hooks(TOKENS, fwd_hooks=[(hook, ref)])
+        without_error = llama.run_with_hooks(TOKENS, fwd_hooks=[(hook, replace_hook(sae))])
+        with splice(llama, sae, use_error_term=True) as (s,):
+            watched = llama.run_with_hooks(TOKENS, fwd_hooks=[(s.prefix + n, lambda a, h: None) for n in
+                                                              ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post",
+                                                               "hook_sae_recons", "hook_sae_error")])
+            assert torch.equal(watched, clean)
+            got = llama.run_with_hooks(TOKENS, fwd_hooks=[(s.prefix + "hook_sae_acts_post", zero_in_place)])
+            no_error = llama.run_with_hooks(TOKENS, fwd_hooks=[(s.prefix + "hook_sae_error", lambda e, h: e.mul_(0))])
+    assert torch.allclose(got, want, atol=1e-6) and not torch.equal(got, clean)
+    assert torch.allclose(no_error, without_error, atol=1e-5)

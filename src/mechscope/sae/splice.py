@@ -23,7 +23,8 @@ edit both differences are exactly zero, so the model reads ``x`` itself, bit for
 reconstruction or error moves the output by exactly the edit's effect. Gradients: latents, reconstruction and
 error are nodes of the graph (their gradients are the output's); points upstream get the model's true gradient
 (SAELens detaches the error instead, so upstream gradients there flow through the dictionary only).
-With the error term and no hook on any of the six points, the dictionary is not even run.
+With the error term and no hook on any of the six points, the dictionary is not even run; under ``no_grad`` it
+runs once (unchanged values stand for the clean ones), with autograd on the clean reconstruction is computed apart.
 """
 
 from __future__ import annotations
@@ -143,28 +144,45 @@ class Splice:
     def run(self, x: Tensor, y: Tensor) -> Tensor:
         """What the model reads in place of ``y (*lead, d_out)``, the activation at the replaced point, given the
         dictionary's input ``x (*lead, d_in)`` (``y`` itself for an autoencoder); fires the six points."""
-        p = self.points
-        sae = self.sae
+        p, sae = self.points, self.sae
         hooked = [bool(p[n].site.entries) for n in SAE_POINTS]
         if self.use_error_term and not any(hooked):
             return y  # the output would be y exactly; nothing watches the dictionary
-        x_h = p["hook_sae_input"].fire(x)
-        pre = p["hook_sae_acts_pre"].fire(sae.encode_pre(x_h))
-        f = p["hook_sae_acts_post"].fire(sae.activation(pre))
+        # Without a graph (no_grad), values a hook left unchanged stand for the clean ones, so the dictionary runs
+        # once; with one, the clean reconstruction is computed apart, or its gradient would cancel the latents'.
+        track = self.use_error_term and not torch.is_grad_enabled()
+        edited = False
+        x_h = p["hook_sae_input"].fire(x.clone()) if hooked[0] else x  # a clone: an in-place edit must not reach x
+        if track and hooked[0]:
+            edited = not torch.equal(x_h, x)
+        pre = sae.encode_pre(x_h)
+        if hooked[1]:
+            before = pre.clone() if track else None
+            pre = p["hook_sae_acts_pre"].fire(pre)
+            edited = edited or (track and not torch.equal(pre, before))
+        f = sae.activation(pre)
+        if hooked[2]:
+            before = f.clone() if track else None
+            f = p["hook_sae_acts_post"].fire(f)
+            edited = edited or (track and not torch.equal(f, before))
         recons = sae.decode(f)
         if sae.cfg.skip:
             recons = recons + sae.skip_out(x_h)
-        recons = p["hook_sae_recons"].fire(recons)
+        unhooked = recons
+        if hooked[3]:
+            unhooked = recons.clone() if track else None
+            recons = p["hook_sae_recons"].fire(recons)
+            edited = edited or (track and not torch.equal(recons, unhooked))
         if not self.use_error_term:
             return p["hook_sae_output"].fire(self._bypass(y, recons.to(y.dtype)))
-        if any(hooked[:4]):  # a hook may have edited the input, pre-activations, latents or reconstruction
+        if (track and not edited) or not any(hooked[:4]):
+            clean = unhooked
+        else:  # a hook may have edited the input, pre-activations, latents or reconstruction
             clean = sae.decode(sae.activation(sae.encode_pre(x)))
             if sae.cfg.skip:
                 clean = clean + sae.skip_out(x)
-        else:
-            clean = recons
         error = y - clean.to(y.dtype)
-        error_h = p["hook_sae_error"].fire(error)
+        error_h = p["hook_sae_error"].fire(error.clone()) if hooked[4] else error
         out = y + ((recons - clean).to(y.dtype) + (error_h - error))
         return p["hook_sae_output"].fire(self._bypass(y, out))
 
