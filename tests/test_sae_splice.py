@@ -296,3 +296,13 @@ def test_in_place_edits_with_and_without_a_graph(llama, grad):
             no_error = llama.run_with_hooks(TOKENS, fwd_hooks=[(s.prefix + "hook_sae_error", lambda e, h: e.mul_(0))])
     assert torch.allclose(got, want, atol=1e-6) and not torch.equal(got, clean)
     assert torch.allclose(no_error, without_error, atol=1e-5)
+
+
+@torch.no_grad()
+def test_hooked_sae_transformer_from_pretrained(shared):
+    m = HookedSAETransformer.from_pretrained(str(shared / "models" / "TinyStories-656K"))
+    assert isinstance(m, HookedSAETransformer) and m.tokenizer is not None
+    sae = make_sae(m, "blocks.1.hook_resid_post")
+    text = "Once upon a time, a cat sat on the mat."
+    assert torch.equal(m.run_with_saes(text, saes=[sae], use_error_term=True), m(text))
+    assert not torch.equal(m.run_with_saes(text, saes=[sae]), m(text)) and m.acts_to_saes == {}
