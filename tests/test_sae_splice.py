@@ -306,3 +306,13 @@ def test_hooked_sae_transformer_from_pretrained(shared):
     text = "Once upon a time, a cat sat on the mat."
     assert torch.equal(m.run_with_saes(text, saes=[sae], use_error_term=True), m(text))
     assert not torch.equal(m.run_with_saes(text, saes=[sae]), m(text)) and m.acts_to_saes == {}
+    tokens = m.to_tokens(text)
+    bos = tokens == m.tokenizer.bos_token_id
+    want = m.run_with_hooks(tokens, fwd_hooks=[(sae.cfg.hook_name, lambda a, h: torch.where(bos[..., None], a, sae(a)))])
+    m.add_sae(sae, exclude_special_tokens=True)
+    assert torch.equal(m(text), want) and torch.equal(m.run_with_cache(tokens, names_filter=lambda n: ".sae." in n)[0], want)
+    m.add_sae(sae, exclude_special_tokens=[m.tokenizer.bos_token_id])
+    assert torch.equal(m(tokens), want)
+    m.reset_saes()
+    with pytest.raises(InputError, match="exclude_special_tokens"):
+        m.add_sae(sae, exclude_special_tokens="bos")

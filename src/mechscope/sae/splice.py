@@ -122,6 +122,9 @@ class Splice:
         self.token_mask: Tensor | None = None
         """Optional ``(batch, pos)`` bool: True where the dictionary is bypassed (the model's own activation flows
         on, as SAELens's ``exclude_special_tokens`` does for BOS); set it for the forwards that need it."""
+        self.exclude_ids: list[int] = []
+        """Token ids at which :class:`HookedSAETransformer` bypasses the dictionary (``add_sae``'s
+        ``exclude_special_tokens``); it sets :attr:`token_mask` from them for each forward."""
         spliced(model)[self.point] = self
 
     # ------------------------------------------------------------------------------------------ the hooks
@@ -349,8 +352,12 @@ class HookedSAETransformer(Model):
         """``{hook_name: SAE}`` for the attached dictionaries (a transcoder under the point it reads)."""
         return {s.hook_in: s.sae for s in spliced(self).values()}
 
-    def add_sae(self, sae: SAE, use_error_term: bool | None = None) -> None:
-        """Splice ``sae`` in until :meth:`reset_saes`, replacing one already at its point."""
+    def add_sae(self, sae: SAE, use_error_term: bool | None = None,
+                exclude_special_tokens: bool | list[int] = False) -> None:
+        """Splice ``sae`` in until :meth:`reset_saes`, replacing one already at its point.
+        ``exclude_special_tokens``: True bypasses the dictionary at the tokenizer's BOS, EOS, PAD, SEP and CLS
+        tokens (the model's own activation flows on there), a list of ids at those ids (not during ``generate``)."""
+        ids = self._special_ids(exclude_special_tokens)
         if use_error_term is None:
             use_error_term = bool(getattr(sae, "use_error_term", False))
         if not isinstance(sae, SAE):
@@ -359,11 +366,40 @@ class HookedSAETransformer(Model):
         if old is not None:
             old.detach()
         try:
-            Splice(self, sae, use_error_term)
+            Splice(self, sae, use_error_term).exclude_ids = ids
         except BaseException:
             if old is not None:
-                Splice(self, old.sae, old.use_error_term)
+                Splice(self, old.sae, old.use_error_term).exclude_ids = old.exclude_ids
             raise
+
+    def _special_ids(self, exclude) -> list[int]:
+        if exclude is False:
+            return []
+        if exclude is True:
+            tok = self._tokenizer("exclude_special_tokens=True (pass a list of token ids instead)")
+            return sorted({i for i in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+                                       getattr(tok, "sep_token_id", None), getattr(tok, "cls_token_id", None))
+                           if i is not None})
+        if isinstance(exclude, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in exclude):
+            return list(exclude)
+        raise InputTypeError(f"exclude_special_tokens must be True, False or a list of token ids, got "
+                             f"{type_name(exclude)}.")
+
+    def _run(self, input, *, prepend_bos=None, padding_side=None, **kwargs):
+        """``Model._run`` with each dictionary's :attr:`Splice.token_mask` set from its ``exclude_ids``."""
+        from ..tokens import Batch
+
+        masked = [s for s in spliced(self).values() if s.exclude_ids]
+        if not masked:
+            return super()._run(input, prepend_bos=prepend_bos, padding_side=padding_side, **kwargs)
+        batch = input if isinstance(input, Batch) else self._batch(input, prepend_bos, padding_side)
+        for s in masked:
+            s.token_mask = torch.isin(batch.tokens, torch.tensor(s.exclude_ids, device=batch.tokens.device))
+        try:
+            return super()._run(batch, **kwargs)
+        finally:
+            for s in masked:
+                s.token_mask = None
 
     def reset_saes(self, act_names: str | list[str] | None = None) -> None:
         """Remove the dictionaries reading ``act_names`` (a name or list; all when None)."""
@@ -386,7 +422,7 @@ class HookedSAETransformer(Model):
         for sae in saes:
             if isinstance(sae, SAE):
                 prev = spliced(self).get(sae.cfg.hook_name_out or sae.cfg.hook_name)
-                restore.append(None if prev is None else (prev.sae, prev.use_error_term))
+                restore.append(None if prev is None else (prev.sae, prev.use_error_term, prev.exclude_ids))
         added: list[SAE] = []
         try:
             for sae in saes:
@@ -399,7 +435,7 @@ class HookedSAETransformer(Model):
                     detach_saes(self, sae)
                 for prev in restore:
                     if prev is not None and (prev[0].cfg.hook_name_out or prev[0].cfg.hook_name) not in spliced(self):
-                        Splice(self, prev[0], prev[1])
+                        Splice(self, prev[0], prev[1]).exclude_ids = prev[2]
 
     def run_with_saes(self, *model_args, saes=(), reset_saes_end: bool = True, use_error_term: bool | None = None,
                       **model_kwargs):
