@@ -158,12 +158,14 @@ class Splice:
         x_h = p["hook_sae_input"].fire(x.clone()) if hooked[0] else x  # a clone: an in-place edit must not reach x
         if track and hooked[0]:
             edited = not torch.equal(x_h, x)
-        pre = sae.encode_pre(x_h)
-        if hooked[1]:
+        if hooked[1]:  # dense pre-activations only when watched; else the architecture's own (maybe fused) encode
+            pre = sae.encode_pre(x_h)
             before = pre.clone() if track else None
             pre = p["hook_sae_acts_pre"].fire(pre)
             edited = edited or (track and not torch.equal(pre, before))
-        f = sae.activation(pre)
+            f = sae.activation(pre)
+        else:
+            f = sae.encode(x_h)
         if hooked[2]:
             before = f.clone() if track else None
             f = p["hook_sae_acts_post"].fire(f)
@@ -181,7 +183,7 @@ class Splice:
         if (track and not edited) or not any(hooked[:4]):
             clean = unhooked
         else:  # a hook may have edited the input, pre-activations, latents or reconstruction
-            clean = sae.decode(sae.activation(sae.encode_pre(x)))
+            clean = sae.decode(sae.encode(x))
             if sae.cfg.skip:
                 clean = clean + sae.skip_out(x)
         error = y - clean.to(y.dtype)
