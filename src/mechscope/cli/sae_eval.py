@@ -1,0 +1,82 @@
+"""``mechscope sae eval``: how good a trained dictionary is on a model and a corpus (see ``mechscope.sae.evaluate``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .common import HTML_HELP, JSON_HELP, MODEL_HELP, console, fail, load, write_html, write_json
+from .sae import sae_app
+
+
+def load_sae(path: str):
+    """The dictionary in folder ``path``: through ``mechscope.sae.load`` (every format it knows) where present,
+    else mechscope's own layout, ``cfg.json`` (an :class:`SAEConfig`) beside ``sae_weights.safetensors``."""
+    from .. import sae as sae_pkg
+    from ..errors import ModelLoadError
+
+    loader = getattr(sae_pkg, "load", None)
+    if loader is not None:
+        return loader(path)
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    cfg_path, weights = folder / "cfg.json", folder / "sae_weights.safetensors"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise ModelLoadError(f"{path!r} is not an SAE folder: it needs cfg.json and sae_weights.safetensors.")
+    try:
+        cfg = sae_pkg.SAEConfig.from_dict(json.loads(cfg_path.read_text()), where=str(cfg_path))
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}.") from None
+    sae = sae_pkg.SAE(cfg)
+    state = load_file(str(weights))
+    own = sae.state_dict()
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith("norm_scale"))
+    if unknown or missing:
+        raise ModelLoadError(f"{weights} does not match its cfg.json: missing {missing}, unexpected {unknown}.")
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ModelLoadError(f"{weights}: {k} has shape {tuple(v.shape)}, cfg.json implies {tuple(own[k].shape)}.")
+    sae.load_state_dict(state, strict=False)
+    return sae.eval()
+
+
+@sae_app.command("eval")
+def sae_eval(sae_dir: str = typer.Argument(..., help="The SAE folder (mechscope's, SAELens's or sparsify's format)."),
+             model: str = typer.Argument("default", help=MODEL_HELP),
+             data: str = typer.Option(..., help="Text to evaluate on: a .txt or .jsonl file (field 'text')."),
+             tokens: int = typer.Option(32768, help="Tokens evaluated (whole rows of --context)."),
+             holdout: bool = typer.Option(False, "--holdout", help="Read the tokens from the end of the corpus "
+                                          "(where training holds out its evaluation rows), not its start."),
+             context: int = typer.Option(None, help="Tokens per row; default the SAE's context_size, else 128."),
+             batch_size: int = typer.Option(16, help="Rows per forward."),
+             ablation: str = typer.Option("zero", help="Baseline of CE loss recovered: zero or mean."),
+             include_bos: bool = typer.Option(False, "--include-bos", help="Also evaluate BOS positions (left out "
+                                              "and bypassed by default)."),
+             dense_threshold: float = typer.Option(0.1, help="A latent firing on more than this fraction is dense."),
+             json_path: str = typer.Option(None, "--json", help=JSON_HELP + " Every figure and the density."),
+             html: str = typer.Option(None, help=HTML_HELP + " The density histogram.")):
+    """L0, MSE, explained variance, CE loss recovered, KL, dead/dense latents of a dictionary spliced into MODEL."""
+    from ..errors import MechscopeError
+    from ..lens.data import split
+    from ..sae.evaluate import evaluate
+
+    m = load(model)
+    try:
+        sae = load_sae(sae_dir)
+        ctx = context or sae.cfg.context_size or 128
+        if tokens < ctx:
+            raise MechscopeError(f"--tokens {tokens} is less than one row of --context {ctx}; pass more tokens.")
+        rows = tokens // ctx
+        parts = split(m, data, ctx, 0, rows) if holdout else split(m, data, ctx, rows, 0)
+        ids = parts.eval if holdout else parts.train
+        ev = evaluate(sae, m, ids, batch_size=batch_size, ablation=ablation, exclude_bos=not include_bos,
+                      dense_threshold=dense_threshold, progress=True)
+    except (MechscopeError, OSError) as e:
+        raise fail(e) from None
+    console.print(ev.table())
+    write_json(json_path, {"sae": sae_dir, "model": model, "data": data, "holdout": holdout, **ev.to_dict()})
+    write_html(html, ev.view)
