@@ -2,6 +2,8 @@
 evaluation, splicing into a model, analysis and dashboards, and the SAELens/sparsify formats."""
 
 from .config import ARCHITECTURES, LossConfig, SAEConfig
+from .analysis import LatentStats, latent_stats, logit_weights
 from .sae import SAE, ReLUSAE, TopKSAE, TrainOutput, register
 
-__all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register"]
+__all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSAE", "TrainOutput", "register",
+           "LatentStats", "latent_stats", "logit_weights"]
