@@ -282,62 +282,66 @@ class _Accumulator:
         """Merge one batch: ``f (batch, pos, n)`` latent activations, ``toks (batch, pos)``, ``keep (batch, pos)``
         the positions counted (not BOS); ``row0`` the corpus row of the batch's first row."""
         B, T, n = f.shape
-        f = f * keep[..., None]
+        if not bool(keep.all()):
+            f[~keep] = 0.0  # excluded positions: not counted, not examples, shown as 0 in windows
         self.n_tokens += int(keep.sum())
         flat = f.reshape(B * T, n)
-        # top-k: the batch's best k per latent against the running best k
-        kk = min(self.k, B * T)
-        bv, bi = flat.topk(kk, dim=0)  # (kk, n)
-        bv, bi = bv.T, bi.T  # (n, kk)
-        brow, bpos = bi // T, bi % T
-        lat = torch.arange(n)[:, None].expand(n, kk)
+        # a sparse dictionary fires on few (token, latent) pairs: everything below works on those entries
+        tok_i, li = (flat > 0).nonzero(as_tuple=True)
+        v = flat[tok_i, li]
+        # top-k: the batch's best k per latent (ranked within each latent's entries), packed (n, k) and merged
+        # with the running best k by one top-k over (n, 2k)
+        order, rank = _group_rank(li, -v)
+        first = rank < self.k
+        sel_e, slot_e = order[first], rank[first]
+        bv = torch.full((n, self.k), -math.inf)
+        bi = torch.zeros((n, self.k), dtype=torch.long)
+        bv[li[sel_e], slot_e] = v[sel_e]
+        bi[li[sel_e], slot_e] = tok_i[sel_e]
         cand_v = torch.cat([self.top_acts, bv], 1)
-        sel = cand_v.topk(self.k, dim=1).indices  # (n, k) into [running k | batch kk]
-        new = sel >= self.k
+        sel = cand_v.topk(self.k, dim=1).indices  # (n, k) into [running k | batch k]
+        new_v = cand_v.gather(1, sel)
+        new = (sel >= self.k) & (new_v > -math.inf)
+        keep_old = torch.where(sel >= self.k, 0, sel)
         if new.any():
-            li, slot = new.nonzero(as_tuple=True)
-            j = sel[li, slot] - self.k
-            r, p = brow[li, j], bpos[li, j]
-            tw, aw = self._windows(f, toks, lat[li, j], r, p)
-            keep_old = torch.where(new, 0, sel)
+            lj, slot = new.nonzero(as_tuple=True)
+            t_idx = bi[lj, sel[lj, slot] - self.k]
+            r, p = t_idx // T, t_idx % T
+            tw, aw = self._windows(f, toks, lj, r, p)
             for name, fresh in (("top_rows", r + row0), ("top_pos", p)):
                 cur = getattr(self, name).gather(1, keep_old)
-                cur[li, slot] = fresh
+                cur[lj, slot] = fresh
                 setattr(self, name, cur)
             ti = keep_old[..., None].expand(-1, -1, self.W)
             self.top_tokens, self.top_ctx = self.top_tokens.gather(1, ti), self.top_ctx.gather(1, ti)
-            self.top_tokens[li, slot], self.top_ctx[li, slot] = tw, aw
-            self.top_acts = cand_v.gather(1, sel)
+            self.top_tokens[lj, slot], self.top_ctx[lj, slot] = tw, aw
+            self.top_acts = new_v
         # density, mean, max, histogram over the firing entries
-        tok_i, li = (flat > 0).nonzero(as_tuple=True)
-        v = flat[tok_i, li]
         self.freq += torch.bincount(li, minlength=n)
         self.total += torch.bincount(li, weights=v.double(), minlength=n)
-        self.max = torch.maximum(self.max, flat.max(0).values.clamp_min(0))
+        self.max.scatter_reduce_(0, li, v, reduce="amax")
         b = (torch.bucketize(v, HIST_EDGES) - 1).clamp(0, self.nb - 1)
         group = li * self.nb + b
         self.hist += torch.bincount(group, minlength=n * self.nb)
         if self.m:
             key = torch.rand(len(v), generator=self.gen)
-            keep_s = _bottom_m(group, key, self.m)
-            group, key, v, ti2, li2 = group[keep_s], key[keep_s], v[keep_s], tok_i[keep_s], li[keep_s]
-            r, p = ti2 // T, ti2 % T
-            tw, aw = self._windows(f, toks, li2, r, p)
-            self.s_group, self.s_key = torch.cat([self.s_group, group]), torch.cat([self.s_key, key])
-            self.s_val, self.s_row = torch.cat([self.s_val, v]), torch.cat([self.s_row, r + row0])
-            self.s_pos, self.s_tokens = torch.cat([self.s_pos, p]), torch.cat([self.s_tokens, tw])
-            self.s_ctx = torch.cat([self.s_ctx, aw])
-            self._prune(_bottom_m(self.s_group, self.s_key, self.m))
-
-    def _prune(self, keep: Tensor) -> None:
-        for name in ("s_group", "s_key", "s_val", "s_row", "s_pos", "s_tokens", "s_ctx"):
-            setattr(self, name, getattr(self, name)[keep])
+            keep_s = _bottom_m(group, key, self.m)  # the batch's own bottom-m first: fewer entries to merge
+            group, key, v, tok_i, li = group[keep_s], key[keep_s], v[keep_s], tok_i[keep_s], li[keep_s]
+            keep_all = _bottom_m(torch.cat([self.s_group, group]), torch.cat([self.s_key, key]), self.m)
+            old, fresh = keep_all[: len(self.s_group)], keep_all[len(self.s_group):]
+            group, key, v, tok_i, li = group[fresh], key[fresh], v[fresh], tok_i[fresh], li[fresh]
+            r, p = tok_i // T, tok_i % T
+            tw, aw = self._windows(f, toks, li, r, p)  # only for the entries that stay
+            for name, add in (("s_group", group), ("s_key", key), ("s_val", v), ("s_row", r + row0), ("s_pos", p),
+                              ("s_tokens", tw), ("s_ctx", aw)):
+                setattr(self, name, torch.cat([getattr(self, name)[old], add]))
 
     def finish(self, n_quantiles: int) -> dict:
         n, k, W, m = self.n, self.k, self.W, self.m
         empty = self.top_acts <= 0  # -inf (never filled) or not firing
         top_acts = torch.where(empty, 0.0, self.top_acts)
         top_pos = torch.where(empty, -1, self.top_pos)
+        top_rows = torch.where(empty, -1, self.top_rows)
         top_tokens = torch.where(empty[..., None], -1, self.top_tokens)
         top_ctx = torch.where(empty[..., None], 0.0, self.top_ctx)
         q_edges = self.max[:, None] * torch.linspace(0, 1, n_quantiles + 1)
@@ -369,19 +373,26 @@ class _Accumulator:
         n_tok = max(self.n_tokens, 1)
         return dict(n_tokens=self.n_tokens, density=self.freq.float() / n_tok, frequency=self.freq,
                     mean_act=(self.total / self.freq.clamp_min(1)).float(), max_act=self.max,
-                    hist_counts=self.hist.reshape(n, self.nb), top_acts=top_acts, top_rows=self.top_rows,
+                    hist_counts=self.hist.reshape(n, self.nb), top_acts=top_acts, top_rows=top_rows,
                     top_pos=top_pos, top_tokens=top_tokens, top_ctx_acts=top_ctx, q_edges=q_edges, q_acts=q_acts,
                     q_rows=q_rows, q_pos=q_pos, q_tokens=q_tokens, q_ctx_acts=q_ctx)
 
 
-def _bottom_m(group: Tensor, key: Tensor, m: int) -> Tensor:
-    """Bool mask ``(len,)`` of the ``m`` entries with the smallest ``key`` in each ``group`` (vectorised)."""
+def _group_rank(group: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+    """``(order, rank)``: entries sorted by ``group`` then ``key`` ascending, and each sorted entry's rank (0, 1,
+    ...) within its group (vectorised)."""
     if not len(group):
-        return torch.zeros(0, dtype=torch.bool)
+        return group.new_zeros(0), group.new_zeros(0)
     order = torch.argsort(key, stable=True)
     order = order[torch.argsort(group[order], stable=True)]
     _, counts = torch.unique_consecutive(group[order], return_counts=True)
     rank = torch.arange(len(order)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    return order, rank
+
+
+def _bottom_m(group: Tensor, key: Tensor, m: int) -> Tensor:
+    """Bool mask ``(len,)`` of the ``m`` entries with the smallest ``key`` in each ``group`` (vectorised)."""
+    order, rank = _group_rank(group, key)
     mask = torch.zeros(len(group), dtype=torch.bool)
     mask[order[rank < m]] = True
     return mask
