@@ -51,8 +51,10 @@ def _page(title: str, data: dict) -> str:
     )
 
 
-def _f(x) -> float:
-    return round(float(x), 5)
+def _f(x) -> float | int:
+    """4 significant digits (what a page shows and hovers), 0 as ``0``: keeps pages small."""
+    x = float(x)
+    return 0 if x == 0 else float(f"{x:.4g}")
 
 
 def _interval_counts(stats: LatentStats) -> torch.Tensor:
