@@ -128,8 +128,10 @@ def main() -> None:
 
         lat = a.latent
         if lat is None:  # a mid-density latent whose top examples share one token: usually nameable
-            ok = ((st.density > 1e-3) & (st.density < 2e-2)).nonzero().flatten().tolist()
-            lat = ok[len(ok) // 3] if ok else 0
+            centre = st.top_tokens[:, :, st.context[0]]
+            share = (centre == centre.mode(dim=1).values[:, None]).float().mean(1)
+            score = share * ((st.density > 5e-3) & (st.density < 2e-2)) + st.max_act / st.max_act.max() * 1e-3
+            lat = int(st.latents[score.argmax()])  # the README's picture is latent 1962 ("dre" of "dress")
         screenshot(out / "dash" / "latents" / f"{lat}.html", a.png, width=1100, height=900)
         print(f"screenshot of latent {lat}: {a.png}; index: {index}")
 

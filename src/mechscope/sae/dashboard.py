@@ -118,7 +118,12 @@ def latent_page(stats: LatentStats, latent: int, **kw) -> str:
 def _top_tokens(stats: LatentStats, j: int, n: int = 3) -> str:
     centre = stats.top_tokens[j, :, stats.context[0]]
     seen = Counter(t for t in centre.tolist() if t >= 0)
-    return " ".join(repr(stats.token_str(t))[1:-1] or "·" for t, _ in seen.most_common(n))
+    return _join(stats.token_str(t) for t, _ in seen.most_common(n))
+
+
+def _join(strs) -> str:
+    """Token texts for one table cell: escaped (newlines as \\n) and separated by a bar, since tokens hold spaces."""
+    return " | ".join(repr(s)[1:-1] or "·" for s in strs)
 
 
 def index_page(stats: LatentStats, latents: list[int] | None = None, title: str | None = None) -> str:
@@ -127,7 +132,7 @@ def index_page(stats: LatentStats, latents: list[int] | None = None, title: str 
     rows = []
     for i in lat:
         j = stats.index(i)
-        logit = " ".join(repr(stats.token_str(t))[1:-1] or "·" for t in stats.logit_top_ids[j, :3].tolist())
+        logit = _join(stats.token_str(t) for t in stats.logit_top_ids[j, :3].tolist())
         rows.append([int(i), float(stats.density[j]), _f(stats.max_act[j]), _f(stats.mean_act[j]),
                      _top_tokens(stats, j), logit, f"latents/{int(i)}.html"])
     title = title or f"SAE latents of {stats.hook_name}"
