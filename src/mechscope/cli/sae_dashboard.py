@@ -99,7 +99,7 @@ def sae_dashboard(sae_dir: str = typer.Argument(..., help="SAE folder (cfg.json 
                   samples: int = typer.Option(5, help="Examples sampled per interval."),
                   seq_len: int = typer.Option(128, help="Tokens per row for a text corpus."),
                   batch_size: int = typer.Option(32, help="Rows per forward pass."),
-                  keep_bos: bool = typer.Option(False, "--keep-bos", help="Count BOS tokens too (excluded by default)."),
+                  keep_bos: bool = typer.Option(False, "--keep-bos", help="Count BOS tokens too (default: excluded)."),
                   seed: int = typer.Option(0, help="Seed of the interval sampling."),
                   json_path: str = typer.Option(None, "--json", help=JSON_HELP + " Per latent: density, max and "
                                                                      "mean activation, top tokens and logits.")):

@@ -176,7 +176,8 @@ def latent_stats(sae, model, tokens_or_text, *, latents: list[int] | Tensor | No
 
     ``tokens_or_text``: token ids ``(n_rows, seq)`` (int), or the path of a corpus file (``.txt``/``.jsonl``,
     read as ``mechscope lens train`` reads it: packed into rows of ``seq_len`` tokens with BOS in front where the
-    model prepends one; ``n_tokens`` of them, default 1,000,000). ``latents``: which to analyse (default all);
+    model prepends one; ``n_tokens`` of them, default 1,000,000). Token ids are run as given (no BOS added);
+    ``n_tokens`` then keeps the first rows that hold that many. ``latents``: which to analyse (default all);
     memory is ``O(len(latents) * (k + n_quantiles * samples_per_quantile) * window)`` plus one batch.
     ``exclude_bos``: BOS tokens are neither counted nor examples (their residual stream is an outlier that
     many latents fire on). The forward stops after the SAE's layer."""
@@ -211,11 +212,11 @@ def latent_stats(sae, model, tokens_or_text, *, latents: list[int] | Tensor | No
             t.update(len(toks))
     stats = acc.finish(n_quantiles)
     logits = logit_weights(sae, model, lat, n_logits)
-    return LatentStats(hook_name=hook, context=(left, right), latents=lat, **stats, **logits,
-                       vocab=_vocab(model), meta={"sae": sae.cfg.to_dict(), "exclude_bos": exclude_bos,
-                                                  "seed": seed, "n_rows": len(rows), "seq_len": rows.shape[1],
-                                                  "corpus": str(tokens_or_text) if not isinstance(tokens_or_text, Tensor)
-                                                  else "tokens"})
+    corpus = "token ids" if isinstance(tokens_or_text, Tensor) else str(tokens_or_text)
+    meta = {"sae": sae.cfg.to_dict(), "exclude_bos": exclude_bos, "seed": seed, "n_rows": len(rows),
+            "seq_len": rows.shape[1], "corpus": corpus}
+    return LatentStats(hook_name=hook, context=(left, right), latents=lat, **stats, **logits, vocab=_vocab(model),
+                       meta=meta)
 
 
 @torch.no_grad()
@@ -337,7 +338,7 @@ class _Accumulator:
                 setattr(self, name, torch.cat([getattr(self, name)[old], add]))
 
     def finish(self, n_quantiles: int) -> dict:
-        n, k, W, m = self.n, self.k, self.W, self.m
+        n, W, m = self.n, self.W, self.m
         empty = self.top_acts <= 0  # -inf (never filled) or not firing
         top_acts = torch.where(empty, 0.0, self.top_acts)
         top_pos = torch.where(empty, -1, self.top_pos)
