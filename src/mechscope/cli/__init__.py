@@ -11,6 +11,9 @@ from . import ablate, circuit, core, lens, microscope, patch, sae, sae_cache, tr
 
 
 from . import ablate, circuit, core, lens, microscope, patch, sae, sae_eval, trace  # noqa: F401  (registers the commands)
+
+
+from . import ablate, circuit, core, lens, microscope, patch, sae, sae_dashboard, trace  # noqa: F401  (registers the commands)
 from .common import app, console
 from .core import _cache_estimates
 

@@ -4,6 +4,10 @@ evaluation, splicing into a model, analysis and dashboards, and the SAELens/spar
 from .architectures import BatchTopKSAE, GatedSAE, JumpReLUSAE, MatryoshkaSAE
 from .config import ARCHITECTURES, LossConfig, SAEConfig
 from .kernels import fused_topk_encode, sparse_decode, topk_exact
+
+
+from .analysis import LatentStats, latent_stats, logit_weights
+from .dashboard import dashboard, index_page, latent_page
 from .sae import SAE, ReLUSAE, TopKSAE, TrainOutput, register
 from .formats import FORMATS, attach as _attach_formats, detect_format, load, load_many, save
 
@@ -39,3 +43,7 @@ __all__ = ["ARCHITECTURES", "LossConfig", "SAE", "SAEConfig", "ReLUSAE", "TopKSA
            "SAE_POINTS", "HookedSAETransformer", "Splice", "attach_sae", "attach_saes", "detach_saes",
            "feature_direction", "splice", "spliced", "steering_hook",
            "SAEEval", "evaluate", "evaluate_activations", "latent_point", "patch_features"]
+
+
+           "LatentStats", "latent_stats", "logit_weights",
+           "dashboard", "index_page", "latent_page"]
