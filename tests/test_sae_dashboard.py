@@ -170,6 +170,7 @@ def test_cli_dashboard(tmp_path):
     r = CliRunner().invoke(app, ["sae", "dashboard", str(sae_dir), str(model_dir), "--data", str(tmp_path / "toks.npy"),
                                  "--latents", "0-99", "--out", str(tmp_path / "out3")])
     assert r.exit_code == 2 and "latent" in r.output
-    r = CliRunner().invoke(app, ["sae", "dashboard", str(tmp_path), str(model_dir), "--data", str(tmp_path / "toks.npy"),
-                                 "--out", str(tmp_path / "out4")])
-    assert r.exit_code == 2 and "cfg.json" in r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["sae", "dashboard", str(tmp_path / "empty"), str(model_dir), "--data",
+                                 str(tmp_path / "toks.npy"), "--out", str(tmp_path / "out4")])
+    assert r.exit_code == 2 and "cfg.json" in r.output, r.output

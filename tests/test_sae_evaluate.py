@@ -134,4 +134,4 @@ def test_cli_sae_eval(tinystories, shared, tmp_path):
     assert got["n_tokens"] == 4 * 63 and got["ce_spliced_error"] == got["ce_clean"] and len(got["density"]) == 80
     bad = CliRunner().invoke(app, ["sae", "eval", str(tmp_path / "nope"), str(shared / "models" / "TinyStories-656K"),
                                    "--data", str(data)])
-    assert bad.exit_code == 2 and "not an SAE folder" in " ".join(bad.output.split())
+    assert bad.exit_code == 2 and "no SAE folder" in " ".join(bad.output.split())

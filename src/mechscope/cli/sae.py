@@ -10,3 +10,10 @@ from .common import app
 sae_app = typer.Typer(no_args_is_help=True, add_completion=False,
                       help="Sparse autoencoders and transcoders: train, evaluate, browse their latents.")
 app.add_typer(sae_app, name="sae")
+
+
+def load_sae(path: str):
+    """The dictionary at ``path`` (any folder format :func:`mechscope.sae.load` reads), in eval mode."""
+    from ..sae import load
+
+    return load(path).eval()

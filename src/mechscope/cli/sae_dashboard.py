@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from ..errors import InputError, MechscopeError, ModelLoadError
+from ..errors import InputError, MechscopeError
 from .common import JSON_HELP, MODEL_HELP, console, fail, load as _load, write_json
-from .sae import sae_app
+from .sae import load_sae, sae_app
 
 
 def parse_latents(spec: str) -> list[int]:
@@ -32,36 +31,6 @@ def parse_latents(spec: str) -> list[int]:
     if not out:
         raise InputError("--latents is empty; give indices or ranges such as '0-99'.")
     return list(dict.fromkeys(out))
-
-
-def load_sae(path: str):
-    """The SAE in folder ``path``: through ``mechscope.sae.load`` where the installed mechscope has it, else a
-    folder of ``cfg.json`` + ``sae_weights.safetensors`` (mechscope's and SAELens's layout)."""
-    from .. import sae as sae_pkg
-
-    if hasattr(sae_pkg, "load"):
-        return sae_pkg.load(path)
-    from safetensors.torch import load_file
-
-    from ..sae import SAE, SAEConfig
-
-    folder = Path(path).expanduser()
-    cfg_file = folder / "cfg.json"
-    weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    if not cfg_file.is_file() or not weights:
-        raise ModelLoadError(f"{str(folder)!r} is not an SAE folder: it needs cfg.json and a .safetensors file of "
-                             "weights (sae_weights.safetensors).")
-    try:
-        cfg = SAEConfig.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")), where=str(cfg_file))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{str(cfg_file)!r} is corrupt: it is not valid JSON ({e}).") from None
-    sae = SAE(cfg)
-    state = load_file(next((w for w in weights if w.name == "sae_weights.safetensors"), weights[0]))
-    missing = sorted(set(sae.state_dict()) - set(state) - {"norm_scale_in", "norm_scale_out"})
-    if missing:
-        raise ModelLoadError(f"{str(folder)!r}: the weights lack {missing} for a {cfg.architecture} SAE.")
-    sae.load_state_dict(state, strict=False)
-    return sae.eval()
 
 
 def _data(path: str):

@@ -2,46 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import typer
 
 from .common import HTML_HELP, JSON_HELP, MODEL_HELP, console, fail, load, write_html, write_json
-from .sae import sae_app
-
-
-def load_sae(path: str):
-    """The dictionary in folder ``path``: through ``mechscope.sae.load`` (every format it knows) where present,
-    else mechscope's own layout, ``cfg.json`` (an :class:`SAEConfig`) beside ``sae_weights.safetensors``."""
-    from .. import sae as sae_pkg
-    from ..errors import ModelLoadError
-
-    loader = getattr(sae_pkg, "load", None)
-    if loader is not None:
-        return loader(path)
-    from safetensors.torch import load_file
-
-    folder = Path(path)
-    cfg_path, weights = folder / "cfg.json", folder / "sae_weights.safetensors"
-    if not cfg_path.is_file() or not weights.is_file():
-        raise ModelLoadError(f"{path!r} is not an SAE folder: it needs cfg.json and sae_weights.safetensors.")
-    try:
-        cfg = sae_pkg.SAEConfig.from_dict(json.loads(cfg_path.read_text()), where=str(cfg_path))
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}.") from None
-    sae = sae_pkg.SAE(cfg)
-    state = load_file(str(weights))
-    own = sae.state_dict()
-    unknown = sorted(set(state) - set(own))
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith("norm_scale"))
-    if unknown or missing:
-        raise ModelLoadError(f"{weights} does not match its cfg.json: missing {missing}, unexpected {unknown}.")
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ModelLoadError(f"{weights}: {k} has shape {tuple(v.shape)}, cfg.json implies {tuple(own[k].shape)}.")
-    sae.load_state_dict(state, strict=False)
-    return sae.eval()
+from .sae import load_sae, sae_app
 
 
 @sae_app.command("eval")
