@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from . import ablate, circuit, core, lens, microscope, patch, sae, trace  # noqa: F401  (registers the commands)
+from . import ablate, circuit, core, lens, microscope, patch, sae, sae_train, trace  # noqa: F401  (registers the commands)
 from .common import app, console
 from .core import _cache_estimates
 

@@ -430,6 +430,8 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
         if ckpt.is_file() and not run.resume:
             raise InputError(f"{str(out)!r} already holds a training checkpoint; pass resume=True (--resume) to "
                              "continue it, or choose another output folder.")
+        for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # a write that a kill interrupted
+            stale.unlink(missing_ok=True)
         if run.resume and ckpt.is_file():
             tensors, meta = read_checkpoint(ckpt)
             _check_same_run(meta, meta_cfgs, ckpt)
@@ -448,6 +450,7 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
     log = _wandb(run, cfgs)
     every = run.checkpoint_steps
     tok_s = 0.0
+    final: list[dict] = [{} for _ in trainers]
     with progress.task(f"training {len(trainers)} SAE{'s' * (len(trainers) > 1)}", total=n_steps,
                        enabled=show_progress) as bar:
         bar.update(step)
@@ -460,7 +463,7 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
                 t.step(batch, step, tokens)
             step += 1
             if step % run.log_every == 0 or step == n_steps:
-                stats = [t.read_stats() for t in trainers]
+                stats = final = [t.read_stats() for t in trainers]
                 now = time.perf_counter()
                 tok_s = (step - s0) * run.batch_size / max(now - t0, 1e-9)
                 t0, s0 = now, step
@@ -478,7 +481,8 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
     saes = []
     for i, (t, c) in enumerate(zip(trainers, cfgs)):
         sae = t.sae.fold_norm_scale_()
-        sae.cfg.metadata = {**sae.cfg.metadata, "trainer": c.to_dict(), "tokens": n_steps * run.batch_size}
+        sae.cfg.metadata = {**sae.cfg.metadata, "trainer": c.to_dict(), "tokens": n_steps * run.batch_size,
+                            "final_stats": final[i] | ({"tokens_per_s": tok_s} if tok_s else {})}
         if out is not None:
             save_sae(sae, out if len(cfgs) == 1 else out / f"{i}_{sae.cfg.hook_name}")
         sae.eval()
