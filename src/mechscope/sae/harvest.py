@@ -49,6 +49,8 @@ class ModelSource:
                              "; list them with `mechscope info MODEL` or model.hook_names()."))
         self.model, self.hooks, self.batch_size, self.seed = model, list(hooks), batch_size, seed
         self.forward_rows = forward_rows
+        # HF models build a KV cache by default: wasted copies (torch.cat per layer) when nothing is generated
+        self._no_kv = {"use_cache": False} if "use_cache" in getattr(model, "_hf_kwargs", ()) else {}
         if isinstance(data, Tensor):
             if data.ndim != 2 or data.dtype not in (torch.int32, torch.int64):
                 raise InputError(f"token rows must be an integer tensor (n, context_size); got {data.dtype} "
@@ -86,7 +88,7 @@ class ModelSource:
         parts: dict[str, list[Tensor]] = {h: [] for h in self.hooks}
         for i in range(0, len(rows), self.forward_rows):
             _, cache = self.model.run_with_cache(rows[i:i + self.forward_rows], names_filter=self.hooks,
-                                                 stop_at_layer=stop, check_memory=False)
+                                                 stop_at_layer=stop, check_memory=False, **self._no_kv)
             for h in self.hooks:
                 a = cache[h]
                 parts[h].append(a[:, self.skip:].reshape(-1, a.shape[-1]).float())
