@@ -180,7 +180,7 @@ class TrainConfig:
         every = self.checkpoint_every if self.checkpoint_every is not None else max(1, self.n_tokens // 10)
         return max(1, every // self.batch_size)
 
-    def sae_config(self, d_in: int, d_out: int, hook: str, model_name: str = "") -> SAEConfig:
+    def sae_config(self, d_in: int, d_out: int, hook: str, model_name: str = "", from_model: bool = False) -> SAEConfig:
         d_sae = self.resolved_d_sae(d_in)
         sizes = self.matryoshka_sizes
         if self.architecture == "matryoshka" and sizes is None:
@@ -190,7 +190,7 @@ class TrainConfig:
                          skip=self.skip, k=self.k if self.architecture in NEEDS_K else None,
                          matryoshka_sizes=sizes if self.architecture == "matryoshka" else None,
                          normalize_activations=self.normalize_activations, dtype=self.dtype, model_name=model_name,
-                         context_size=self.context_size if model_name else None)
+                         context_size=self.context_size if from_model else None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -383,9 +383,10 @@ def train(source, *, data=None, show_progress: bool = True, **options) -> SAE:
     those, or an :class:`ActivationSource`. ``options`` are :class:`TrainConfig`'s fields (or ``config=`` one).
     With ``out=``, the run checkpoints there and saves the SAE (``cfg.json`` + ``sae_weights.safetensors``);
     ``resume=True`` continues a killed run and ends with the weights an unbroken run would have."""
-    cfg = options.pop("config", None) or TrainConfig(**options)
-    if options and not isinstance(cfg, TrainConfig):
+    config = options.pop("config", None)
+    if config is not None and (options or not isinstance(config, TrainConfig)):
         raise InputError("pass either config=TrainConfig(...) or its fields as keyword options, not both.")
+    cfg = config or TrainConfig(**options)
     if isinstance(cfg.hook, (list, tuple)):
         raise InputError("train() trains one SAE; for one per hook from a shared forward pass use "
                          "train_many(source, [dict(hook=h) for h in hooks], ...).")
@@ -418,9 +419,10 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
                 raise InputError(f"the source has no hook {name!r}; it has {', '.join(src.hooks)}.")
         hooks.append(h)
     device = torch.device(run.device) if run.device else _source_device(source)
-    model_name = getattr(getattr(source, "cfg", None), "model_name", "") if is_model(source) else ""
+    model_name = _model_name(source)
     trainers = [_Trainer(c, c.sae_config(src.d[h], src.d[c.hook_out] if c.hook_out else src.d[h], h,
-                                         model_name or ""), device) for c, h in zip(cfgs, hooks)]
+                                         model_name or "", from_model=is_model(source)), device)
+                for c, h in zip(cfgs, hooks)]
     out = Path(run.out) if run.out is not None else None
     ckpt = out / CHECKPOINT if out is not None else None
     step = 0
@@ -466,14 +468,13 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
                 stats = final = [t.read_stats() for t in trainers]
                 now = time.perf_counter()
                 tok_s = (step - s0) * run.batch_size / max(now - t0, 1e-9)
-                t0, s0 = now, step
                 s = stats[0]
-                bar.update(run.log_every if step % run.log_every == 0 else step % run.log_every,
-                           note=f"loss {s['loss']:.4g} L0 {s['l0']:.1f} FVU {s['fvu']:.3f} dead {s['dead']:.1%} "
-                                f"{tok_s:,.0f} tok/s")
+                bar.update(step - s0, note=f"loss {s['loss']:.4g} L0 {s['l0']:.1f} FVU {s['fvu']:.3f} "
+                                           f"dead {s['dead']:.1%} {tok_s:,.0f} tok/s")
                 if log is not None:
                     log({f"{i}/{k}": v for i, st in enumerate(stats) for k, v in st.items()} |
                         {"tokens": step * run.batch_size, "tokens_per_s": tok_s}, step=step)
+                t0, s0 = now, step
             if ckpt is not None and (step % every == 0 or step == n_steps):
                 save_checkpoint(ckpt, [t.state for t in trainers],
                                 {"step": step, "tokens": step * run.batch_size, "source": src.state_dict(),
@@ -488,6 +489,13 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
         sae.eval()
         saes.append(sae)
     return saes
+
+
+def _model_name(source) -> str:
+    """The HF name or folder of a model source (SAELens's ``model_name``), else ''."""
+    if not is_model(source):
+        return ""
+    return str(getattr(source.hf_model.config, "_name_or_path", "") or "")
 
 
 def _chain(first, it):
