@@ -34,7 +34,14 @@ def sae_train(model: str = typer.Argument(..., help=MODEL_HELP),
                                                          "(default min(10M, tokens/10))."),
               context_size: int = typer.Option(128, help="Tokens per sequence."),
               holdout_rows: int = typer.Option(0, help="Sequences at the end of the corpus never trained on."),
-              normalize: str = typer.Option("expected_average_only_in", help="expected_average_only_in or none."),
+              normalize_activations: str = typer.Option("expected_average_only_in",
+                                                        help="expected_average_only_in or none."),
+              matryoshka_sizes: str = typer.Option(None, help="matryoshka: nested widths, comma-separated "
+                                                              "(default d_sae/16, d_sae/4, d_sae)."),
+              l0_coefficient: float = typer.Option(1.0, help="jumprelu: L0 penalty weight."),
+              auxk_k: int = typer.Option(None, help="Dead latents used per token by AuxK (default d_in/2)."),
+              exclude_bos: bool = typer.Option(True, help="Skip the BOS position when harvesting."),
+              dtype: str = typer.Option("float32", help="Parameter dtype: float32, bfloat16 or float16."),
               seed: int = typer.Option(0, help="Seed of initialisation and data order."),
               checkpoint_every: int = typer.Option(None, help="Tokens between checkpoints (default 10% of --tokens)."),
               resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out."),
@@ -47,13 +54,20 @@ def sae_train(model: str = typer.Argument(..., help=MODEL_HELP),
     checkpoints that a killed run resumes from exactly (--resume)."""
     from ..sae.training import train
 
+    try:
+        sizes = [int(v) for v in matryoshka_sizes.split(",")] if matryoshka_sizes else None
+    except ValueError:
+        raise fail(ValueError(f"--matryoshka-sizes takes comma-separated ints (e.g. 128,512,2048), got "
+                              f"{matryoshka_sizes!r}.")) from None
     m = _load(model)
     try:
         sae = train(m, data=data, hook=hook, hook_out=hook_out, skip=skip, architecture=arch, k=k,
                     expansion=expansion, d_sae=d_sae, n_tokens=tokens, batch_size=batch_size, lr=lr,
                     lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay, l1_coefficient=l1_coefficient,
                     l1_warmup_tokens=l1_warmup_tokens, auxk_coefficient=auxk_coefficient, dead_tokens=dead_tokens,
-                    context_size=context_size, holdout_rows=holdout_rows, normalize_activations=normalize, seed=seed,
+                    context_size=context_size, holdout_rows=holdout_rows,
+                    normalize_activations=normalize_activations, seed=seed, l0_coefficient=l0_coefficient,
+                    auxk_k=auxk_k, exclude_bos=exclude_bos, dtype=dtype, matryoshka_sizes=sizes,
                     checkpoint_every=checkpoint_every, resume=resume, out=out, device=device,
                     wandb_project=wandb_project, log_every=log_every)
     except (MechscopeError, OSError) as e:
