@@ -3,6 +3,7 @@ writes) and resumed ends with bit-identical weights and optimiser state to an un
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -31,6 +32,13 @@ train(x, architecture=sys.argv[2], k=8, d_sae=256, n_tokens=int(sys.argv[3]), ba
 """
 
 
+def _step(ckpt: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(ckpt, "pt") as f:
+        return json.loads(f.metadata()["train"])["step"]
+
+
 def _env():
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     return env
@@ -45,25 +53,29 @@ def _start(script: Path, out: Path, arch: str, n_tokens: int) -> subprocess.Pope
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, arch):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    n_tokens = 256 * 120
+    n_tokens = 256 * 400
     whole = tmp_path / "whole"
     unbroken = _start(script, whole, arch, n_tokens)  # runs beside the first broken attempt
 
     broken = tmp_path / "broken"
     ckpt = broken / "checkpoint.safetensors"
     rng = random.Random(1234)
-    kills = 0
+    kills, steps = 0, []
     for _ in range(3):
+        before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
         p = _start(script, broken, arch, n_tokens)
-        deadline = time.monotonic() + 60
-        while not ckpt.exists() and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.6))
+        deadline = time.monotonic() + 60  # wait until this attempt is training (a new checkpoint was written)
+        while p.poll() is None and time.monotonic() < deadline and (
+                not ckpt.exists() or ckpt.stat().st_mtime_ns == before):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.25))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
             kills += 1
+            steps.append(_step(ckpt))
     assert kills >= 2, "the worker finished before it could be killed; make its run longer"
+    assert steps == sorted(steps) and steps[-1] < 400, steps  # killed mid-run, each attempt after progress
     p = _start(script, broken, arch, n_tokens)
     assert p.wait(120) == 0, p.stderr.read().decode()
     assert unbroken.wait(120) == 0, unbroken.stderr.read().decode()
