@@ -127,8 +127,8 @@ def breakdown(model, src, sae, n: int = 5) -> dict:
     return {k: round(v * 1000, 1) for k, v in ms.items()}
 
 
-def saelens(python: str, tokens: int) -> dict:
-    res = subprocess.run([python, str(ROOT / "bench" / "saelens_baseline.py"), "--tokens", str(tokens), "--json"],
+def saelens(python: str, script: str, tokens: int) -> dict:
+    res = subprocess.run([python, script, "--tokens", str(tokens), "--json"],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
     if res.returncode:
         raise SystemExit(f"the SAELens baseline failed:\n{res.stderr[-3000:]}")
@@ -141,6 +141,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="passes over them")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--saelens-python", default=None, help="a Python with sae-lens installed: run the baseline too")
+    ap.add_argument("--saelens-script", default=str(ROOT / "bench" / "saelens_baseline.py"),
+                    help="the baseline script (bench/saelens_baseline.py)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--out", default=None, help="save the trained SAE here")
     args = ap.parse_args()
@@ -169,13 +171,18 @@ def main() -> None:
     result.update(evaluate(model, sae, held))
     src2 = ModelSource(model, [HOOK], train_rows, batch_size=BATCH_TOKENS, context_size=CONTEXT)
     result["step_ms"] = breakdown(model, src2, sae)
+    report(result, args.json)  # before the baseline, so a failing baseline loses nothing
     if args.saelens_python:
-        base = saelens(args.saelens_python, args.tokens)
+        base = saelens(args.saelens_python, args.saelens_script, args.tokens)
         result["saelens"] = base
         result["throughput_ratio"] = result["tokens_per_s"] / base["tokens_per_s"]
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        report(result, args.json)
+
+
+def report(result: dict, path: str | None) -> None:
+    print(json.dumps(result, indent=1), flush=True)
+    if path:
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
