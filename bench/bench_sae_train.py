@@ -92,9 +92,9 @@ def breakdown(model, src, sae, n: int = 5) -> dict:
     from mechscope.sae.training import make_optimizer
 
     it = iter(src)
-    t = time.perf_counter()
-    batches = [next(it)[HOOK] for _ in range(n)]
-    harvest = (time.perf_counter() - t) / n
+    t = time.perf_counter()  # one whole chunk: its forward pass is shared by its batches
+    batches = [next(it)[HOOK] for _ in range(src.batches_per_chunk)]
+    harvest = (time.perf_counter() - t) / src.batches_per_chunk
     sae = type(sae)(sae.cfg)
     opt = make_optimizer(sae, 1e-4, (0.9, 0.999))
     x = batches[0]
