@@ -167,7 +167,7 @@ def test_bad_sources_are_sentences(tiny):
 
 def test_wandb_missing_is_a_sentence():
     try:
-        import wandb  # noqa: F401
+        import wandb  # noqa: F401  (only whether it imports)
         pytest.skip("wandb is installed")
     except ImportError:
         pass

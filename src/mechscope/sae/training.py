@@ -16,11 +16,10 @@ position, and nothing else draws random numbers; so a run is reproducible, and a
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -142,7 +141,8 @@ class TrainConfig:
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                                     or not math.isfinite(self.lr) or self.lr <= 0):
             raise InputError(f"lr must be a positive number or None (Gao et al.'s scaling), got {self.lr!r}.")
-        if isinstance(self.lr_decay, bool) or not isinstance(self.lr_decay, (int, float)) or not 0 <= self.lr_decay <= 1:
+        d = self.lr_decay
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1:
             raise InputError(f"lr_decay is the fraction of steps over which the learning rate decays, in [0, 1]; "
                              f"got {self.lr_decay!r}.")
         b = self.adam_betas
@@ -350,7 +350,7 @@ class IterSource:
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         while True:
-            while min((sum(len(t) for t in v) for v in self._pending.values()), default=0) < self.batch_size + self._skip:
+            while self._have() < self.batch_size + self._skip:
                 for k, v in self._next_chunk().items():
                     self._pending.setdefault(k, []).append(v)
             batch = {}
@@ -361,6 +361,9 @@ class IterSource:
             self._skip = 0
             self.rows += self.batch_size
             yield batch
+
+    def _have(self) -> int:
+        return min((sum(len(t) for t in v) for v in self._pending.values()), default=0)
 
     def state_dict(self) -> dict:
         return {"kind": "stream", "rows": self.rows}
