@@ -3,7 +3,7 @@ evaluation, splicing into a model, analysis and dashboards, and the SAELens/spar
 
 Modules, lower to higher: ``config``, ``sae`` (the interface, ReLU, TopK), ``kernels`` (fused sparse TopK),
 ``architectures``; ``data``, ``activations``, ``store`` (where activations come from); ``formats``/``hub``;
-``splice``, ``evaluate``, ``patching``; ``analysis``, ``dashboard``."""
+``training``/``checkpoint``, ``synthetic``; ``splice``, ``evaluate``, ``patching``; ``analysis``, ``dashboard``."""
 
 from .activations import (ActivationSource, Harvester, IterableSource, ModelSource, TensorSource,
                           activation_source)
@@ -21,6 +21,8 @@ from .sae import SAE, ReLUSAE, TopKSAE, TrainOutput, register
 from .splice import (SAE_POINTS, HookedSAETransformer, Splice, attach_sae, attach_saes, detach_saes, feature_direction,
                      splice, spliced, steering_hook)
 from .store import ActivationStore, StoreSource
+from .synthetic import SyntheticFeatures, mmcs
+from .training import TrainConfig, train, train_many
 
 _attach_formats()  # SAE.save / SAE.load and SAELens's load_from_disk, from_pretrained, save_model
 
@@ -34,4 +36,5 @@ __all__ = [
     "feature_direction", "splice", "spliced", "steering_hook",
     "SAEEval", "evaluate", "evaluate_activations", "latent_point", "patch_features",
     "LatentStats", "latent_stats", "logit_weights", "dashboard", "index_page", "latent_page",
+    "SyntheticFeatures", "mmcs", "TrainConfig", "train", "train_many",
 ]

@@ -1,0 +1,124 @@
+"""Training checkpoints with exact resume, and the final SAE folder.
+
+One checkpoint is one ``checkpoint.safetensors`` file, replaced atomically (temporary file + rename, so a
+SIGKILL at any moment leaves the previous checkpoint or the new one, never half of one). It holds, for every
+SAE trained in the run (prefix ``{i}.``): parameters and buffers, Adam's state, the per-latent counter of tokens
+since each latent last fired; and once for the run: the CPU (and CUDA) RNG states, and as JSON metadata the
+step, the tokens seen, the activation source's ``state_dict()``, Adam's param groups and the trainer configs.
+Restoring all of it makes the next step bit-identical to the one an unbroken run would take.
+
+The final SAE is saved as ``cfg.json`` + ``sae_weights.safetensors`` with the normalisation folded in
+(:func:`save_sae`), SAELens's folder layout. When ``SAE.save`` exists (the formats module), it is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from ..errors import InputError, ModelLoadError
+from ..lens.tuned import atomic_write
+from .config import SAEConfig
+from .sae import SAE
+
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "sae_weights.safetensors"
+CFG = "cfg.json"
+
+
+def save_checkpoint(file: Path, states: list[dict], meta: dict) -> None:
+    """Write ``states`` (one per SAE: ``sae``, ``opt``, ``dead_since``) and the run's ``meta`` (JSON-serialisable)
+    to ``file`` atomically, with the RNG states."""
+    tensors: dict[str, Tensor] = {}
+    groups, scalars = [], []
+    for i, st in enumerate(states):
+        for k, v in st["sae"].state_dict().items():
+            tensors[f"{i}.sae.{k}"] = v.detach().contiguous().cpu()
+        sd = st["opt"].state_dict()
+        sc: dict[str, dict] = {}
+        for pid, s in sd["state"].items():
+            for key, v in s.items():
+                if isinstance(v, Tensor):
+                    tensors[f"{i}.optim.{pid}.{key}"] = v.detach().contiguous().cpu()
+                else:
+                    sc.setdefault(str(pid), {})[key] = v
+        groups.append(sd["param_groups"])
+        scalars.append(sc)
+        tensors[f"{i}.dead_since"] = st["dead_since"].detach().contiguous().cpu()
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for d, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{d}"] = s
+    meta = {**meta, "param_groups": groups, "scalars": scalars, "n_saes": len(states)}
+    atomic_write(file, lambda f: save_file(tensors, f, metadata={"train": json.dumps(meta)}))
+
+
+def read_checkpoint(file: Path) -> tuple[dict[str, Tensor], dict]:
+    """``(tensors, meta)`` of a checkpoint; an unreadable file is an error naming the fix."""
+    try:
+        with safe_open(file, "pt") as f:
+            meta = json.loads(f.metadata()["train"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"training checkpoint {str(file)!r} could not be read ({type(e).__name__}: {e}); delete "
+                             "it to start over.") from None
+    return tensors, meta
+
+
+def restore_states(tensors: dict[str, Tensor], meta: dict, states: list[dict]) -> None:
+    """Load SAE weights, Adam state and dead counters from a checkpoint into ``states`` (built by the trainer
+    with the same configs), and the RNG states."""
+    if meta.get("n_saes") != len(states):
+        raise InputError(f"the checkpoint holds {meta.get('n_saes')} SAEs but this run trains {len(states)}; resume "
+                         "with the same hooks and configs, or use another output folder.")
+    for i, st in enumerate(states):
+        pre = f"{i}.sae."
+        sae_sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        st["sae"].load_state_dict(sae_sd)
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith(f"{i}.optim."):
+                _, _, pid, key = k.split(".", 3)
+                state.setdefault(int(pid), {})[key] = v
+        for pid, s in meta["scalars"][i].items():
+            state.setdefault(int(pid), {}).update(s)
+        st["opt"].load_state_dict({"state": state, "param_groups": meta["param_groups"][i]})
+        st["dead_since"].copy_(tensors[f"{i}.dead_since"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+def save_sae(sae: SAE, out: str | os.PathLike) -> Path:
+    """Save ``sae`` (a copy with the normalisation folded in) to folder ``out``: ``cfg.json`` +
+    ``sae_weights.safetensors``, each written atomically. Uses ``SAE.save`` when the formats module provides it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(sae, "save"):
+        sae.save(out)
+        return out
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
+    atomic_write(out / WEIGHTS, lambda f: save_file(tensors, f))
+    text = json.dumps(sae.cfg.to_dict(), indent=2)
+    atomic_write(out / CFG, lambda f: Path(f).write_text(text, encoding="utf-8"))
+    return out
+
+
+def load_sae(path: str | os.PathLike, device: str | torch.device | None = None) -> SAE:
+    """Read a folder written by :func:`save_sae` (mechscope's own layout). The formats module's
+    ``mechscope.sae.load`` reads this and the SAELens/sparsify layouts."""
+    path = Path(path)
+    if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
+        raise ModelLoadError(f"{str(path)!r} is not an SAE folder: it needs {CFG} and {WEIGHTS}.")
+    cfg = SAEConfig.from_dict(json.loads((path / CFG).read_text(encoding="utf-8")), where=str(path / CFG))
+    sae = SAE(cfg, device=device)
+    with safe_open(path / WEIGHTS, "pt", device=str(device or "cpu")) as f:
+        sae.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    return sae
