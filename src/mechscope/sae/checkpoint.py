@@ -7,8 +7,8 @@ since each latent last fired; and once for the run: the CPU (and CUDA) RNG state
 step, the tokens seen, the activation source's ``state_dict()``, Adam's param groups and the trainer configs.
 Restoring all of it makes the next step bit-identical to the one an unbroken run would take.
 
-The final SAE is saved as ``cfg.json`` + ``sae_weights.safetensors`` with the normalisation folded in
-(:func:`save_sae`), SAELens's folder layout. When ``SAE.save`` exists (the formats module), it is used instead.
+The final SAE is saved beside the checkpoint in mechscope's format (``cfg.json`` + ``sae_weights.safetensors``, the
+normalisation folded in; :func:`save_sae`), which :func:`mechscope.sae.load` reads.
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from torch import Tensor
 
 from ..errors import InputError, ModelLoadError
 from ..lens.tuned import atomic_write
-from .config import SAEConfig
 from .sae import SAE
 
 CHECKPOINT = "checkpoint.safetensors"
-WEIGHTS = "sae_weights.safetensors"
-CFG = "cfg.json"
 
 
 def save_checkpoint(file: Path, states: list[dict], meta: dict) -> None:
@@ -97,28 +94,8 @@ def restore_states(tensors: dict[str, Tensor], meta: dict, states: list[dict]) -
 
 
 def save_sae(sae: SAE, out: str | os.PathLike) -> Path:
-    """Save ``sae`` (a copy with the normalisation folded in) to folder ``out``: ``cfg.json`` +
-    ``sae_weights.safetensors``, each written atomically. Uses ``SAE.save`` when the formats module provides it."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if hasattr(sae, "save"):
-        sae.save(out)
-        return out
-    tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
-    atomic_write(out / WEIGHTS, lambda f: save_file(tensors, f))
-    text = json.dumps(sae.cfg.to_dict(), indent=2)
-    atomic_write(out / CFG, lambda f: Path(f).write_text(text, encoding="utf-8"))
-    return out
+    """Save ``sae`` in mechscope's format (a copy with the normalisation folded in) into folder ``out``, each file
+    written atomically, beside the checkpoint (which stays, so a finished run can be extended or inspected)."""
+    from .formats import save_files
 
-
-def load_sae(path: str | os.PathLike, device: str | torch.device | None = None) -> SAE:
-    """Read a folder written by :func:`save_sae` (mechscope's own layout). The formats module's
-    ``mechscope.sae.load`` reads this and the SAELens/sparsify layouts."""
-    path = Path(path)
-    if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
-        raise ModelLoadError(f"{str(path)!r} is not an SAE folder: it needs {CFG} and {WEIGHTS}.")
-    cfg = SAEConfig.from_dict(json.loads((path / CFG).read_text(encoding="utf-8")), where=str(path / CFG))
-    sae = SAE(cfg, device=device)
-    with safe_open(path / WEIGHTS, "pt", device=str(device or "cpu")) as f:
-        sae.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
-    return sae
+    return save_files(sae, out)

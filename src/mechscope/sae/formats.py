@@ -39,6 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import InputError, ModelLoadError
+from ..lens.tuned import atomic_write
 from .config import SAEConfig
 from .sae import _REGISTRY, SAE
 
@@ -115,6 +116,24 @@ def save(sae: SAE, path: str | os.PathLike, format: str = "mechscope") -> Path:
     files = _WRITERS[format](folded)
     _write_folder(path, files)
     return path
+
+
+def save_files(sae: SAE, folder: str | os.PathLike, format: str = "mechscope") -> Path:
+    """Write ``sae``'s files in ``format`` into the existing folder ``folder``, each replaced atomically, leaving
+    the folder's other files alone (the trainer keeps its ``checkpoint.safetensors`` beside the final SAE).
+    :func:`save` is the whole-folder version for everything else."""
+    if format not in FORMATS:
+        raise InputError(f"format {format!r} is not one of {', '.join(FORMATS)}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in _WRITERS[format](_folded_copy(sae)).items():
+        if name.endswith(".json"):
+            text = json.dumps(data, indent=1) + "\n"
+            atomic_write(folder / name, lambda f, text=text: Path(f).write_text(text))
+        else:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in data.items()}
+            atomic_write(folder / name, lambda f, tensors=tensors: save_file(tensors, f))
+    return folder
 
 
 def detect_format(folder: str | os.PathLike) -> str:

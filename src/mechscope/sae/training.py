@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,10 +27,9 @@ from torch import Tensor
 
 from .. import progress
 from ..errors import InputError
-from .activations import ActivationSource, TensorSource
+from .activations import ActivationSource, activation_source
 from .checkpoint import CHECKPOINT, read_checkpoint, restore_states, save_checkpoint, save_sae
 from .config import ARCHITECTURES, NEEDS_K, LossConfig, SAEConfig
-from .harvest import ModelSource, is_model
 from .sae import SAE
 
 
@@ -96,8 +94,11 @@ class TrainConfig:
     """Tokens per sequence when harvesting from a model (BOS included)."""
     exclude_bos: bool = True
     """Skip the BOS position when harvesting (its activations are outliers that no latent should spend on)."""
-    holdout_rows: int = 0
-    """Sequences at the end of the text never trained on (kept for evaluation)."""
+    holdout_tokens: int = 0
+    """Tokens at the end of the text never trained on (kept for evaluation; whole rows, whole documents)."""
+    prefetch: bool = True
+    """Harvest the next shuffle buffer on a second thread while the SAE trains on the current one (the same
+    batches; two buffers in memory). The model must not be run elsewhere while ``train`` runs."""
     # --- running
     out: str | None = None
     """Folder for the checkpoint and the final SAE (``cfg.json`` + ``sae_weights.safetensors``). None: keep nothing."""
@@ -116,7 +117,7 @@ class TrainConfig:
     log_every: int = 20
     """Steps between progress updates and logged statistics (each costs one host sync)."""
 
-    run_fields = ("n_tokens", "batch_size", "seed", "context_size", "exclude_bos", "holdout_rows", "out",
+    run_fields = ("n_tokens", "batch_size", "seed", "context_size", "exclude_bos", "holdout_tokens", "prefetch", "out",
                   "checkpoint_every", "resume", "device", "wandb_project", "log_every")
     """Fields that belong to the whole run: :func:`train_many`'s configs must agree on them."""
 
@@ -126,7 +127,7 @@ class TrainConfig:
         if self.architecture not in ARCHITECTURES:
             raise InputError(f"architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}.")
         ints = dict(expansion=1, n_tokens=1, batch_size=1, lr_warmup_steps=0, l1_warmup_tokens=0, seed=0,
-                    context_size=2, holdout_rows=0, log_every=1)
+                    context_size=2, holdout_tokens=0, log_every=1)
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -277,9 +278,9 @@ def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float]) -> torch.opt
 
 # ------------------------------------------------------------------------------------------ sources
 def resolve_source(source, cfgs: list[TrainConfig], data=None) -> ActivationSource:
-    """An :class:`ActivationSource` for ``source``: a source already; a ``Model`` (with ``data``, harvested at
-    the configs' hooks); a tensor ``(n, d)``; a mapping ``{hook: (n, d)}``; a list of tensors ``(n_i, d)``
-    (concatenated); or any other iterable of tensors / mappings (rebatched as it streams)."""
+    """An :class:`ActivationSource` for ``source`` (see :func:`~mechscope.sae.activations.activation_source`): a
+    ``Model`` with ``data`` is harvested at the configs' hooks (and ``hook_out``s); a tensor ``(n, d)``, a mapping
+    ``{hook: (n, d)}``, an iterable of them, an activation store or a source serve activations as they are."""
     run = cfgs[0]
     if is_model(source):
         if data is None:
@@ -293,91 +294,28 @@ def resolve_source(source, cfgs: list[TrainConfig], data=None) -> ActivationSour
             for h in (c.hook, c.hook_out):
                 if h is not None and h not in hooks:
                     hooks.append(h)
-        return ModelSource(source, hooks, data, batch_size=run.batch_size, context_size=run.context_size,
-                           seed=run.seed, holdout_rows=run.holdout_rows, exclude_bos=run.exclude_bos)
+        bos = source.tokenizer.bos_token_id if source.tokenizer is not None else None
+        return activation_source(data, model=source, hooks=hooks, batch_size=run.batch_size,
+                                 context_size=run.context_size, holdout_tokens=run.holdout_tokens, seed=run.seed,
+                                 exclude_special_tokens=[bos] if run.exclude_bos and bos is not None else False,
+                                 prefetch=run.prefetch)
     if data is not None:
         raise InputError("data= is the text a model is run on; with activations as the source, leave it out.")
-    if isinstance(source, Tensor):
-        return TensorSource(source, batch_size=run.batch_size, seed=run.seed, hook=run.hook or "x")
-    if isinstance(source, Mapping):
-        return TensorSource(source, batch_size=run.batch_size, seed=run.seed)
-    if isinstance(source, ActivationSource):
-        if source.batch_size != run.batch_size:
-            raise InputError(f"the activation source yields batches of {source.batch_size} rows but batch_size is "
-                             f"{run.batch_size}; pass batch_size={source.batch_size}.")
-        return source
     if isinstance(source, (list, tuple)) and source and all(isinstance(t, Tensor) for t in source):
-        return TensorSource(torch.cat(list(source)), batch_size=run.batch_size, seed=run.seed, hook=run.hook or "x")
-    if isinstance(source, Iterable) and not isinstance(source, (str, bytes)):
-        return IterSource(source, batch_size=run.batch_size, hook=run.hook or "x")
-    raise InputError(f"cannot train on a {type(source).__name__}; pass a mechscope Model (with hook= and data=), "
-                     "an activation tensor (n, d_in), a mapping {hook: (n, d)}, an iterable of them, or an "
-                     "ActivationSource.")
+        source = torch.cat(list(source))
+    src = activation_source(source, batch_size=run.batch_size, seed=run.seed, hook=run.hook or "x")
+    if src.batch_size != run.batch_size:
+        raise InputError(f"the activation source yields batches of {src.batch_size} rows but batch_size is "
+                         f"{run.batch_size}; pass batch_size={src.batch_size}.")
+    return src
 
 
-class IterSource:
-    """Rebatches a stream of activation tensors ``(n_i, d)`` (or mappings ``{hook: (n_i, d)}``) into batches of
-    ``batch_size`` rows, in the stream's order. Its position is the number of rows consumed; resuming iterates
-    the stream afresh and skips them, so the stream must replay the same rows (a list, or a re-iterable)."""
+def is_model(obj) -> bool:
+    """Whether ``obj`` is a mechscope ``Model`` (imported lazily: the SAE package does not need the model code)."""
+    from ..model import Model
 
-    def __init__(self, stream: Iterable, *, batch_size: int, hook: str = "x") -> None:
-        self.stream, self.batch_size, self.hook = stream, batch_size, hook
-        self.rows = 0
-        self.hooks: list[str] = []
-        self.d: dict[str, int] = {}
-        self._it: Iterator | None = None
-        self._pending: dict[str, list[Tensor]] = {}
-        self._skip = 0
-        first = self._next_chunk(peek=True)
-        self.hooks, self.d = list(first), {k: v.shape[1] for k, v in first.items()}
+    return isinstance(obj, Model)
 
-    def _next_chunk(self, peek: bool = False) -> dict[str, Tensor]:
-        if self._it is None:
-            self._it = iter(self.stream)
-        try:
-            item = next(self._it)
-        except StopIteration:
-            raise InputError(f"the activation stream ran out after {self.rows} rows; pass a longer stream or fewer "
-                             "n_tokens (to resume, pass the stream afresh from its start).") from None
-        item = {self.hook: item} if isinstance(item, Tensor) else dict(item)
-        if not item or not all(isinstance(v, Tensor) and v.ndim == 2 for v in item.values()):
-            raise InputError("each item of an activation stream must be a 2-d tensor (n, d) or a mapping of hook "
-                             "names to such tensors.")
-        if peek:
-            self._pending = {k: [v] for k, v in item.items()}
-            self._skip = 0
-        return item
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        while True:
-            while self._have() < self.batch_size + self._skip:
-                for k, v in self._next_chunk().items():
-                    self._pending.setdefault(k, []).append(v)
-            batch = {}
-            for k, parts in self._pending.items():
-                cat = torch.cat(parts)[self._skip:]
-                batch[k], rest = cat[: self.batch_size].float(), cat[self.batch_size:]
-                self._pending[k] = [rest]
-            self._skip = 0
-            self.rows += self.batch_size
-            yield batch
-
-    def _have(self) -> int:
-        return min((sum(len(t) for t in v) for v in self._pending.values()), default=0)
-
-    def state_dict(self) -> dict:
-        return {"kind": "stream", "rows": self.rows}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("kind") != "stream":
-            raise InputError(f"this checkpoint's data position ({state}) is not from an activation stream.")
-        self._it, self._pending, self.rows = None, {}, 0
-        first = self._next_chunk(peek=True)
-        del first
-        self._skip, self.rows = int(state["rows"]), int(state["rows"])
-
-
-# ------------------------------------------------------------------------------------------ the run
 def train(source, *, data=None, show_progress: bool = True, **options) -> SAE:
     """Train one SAE (or transcoder) on ``source`` and return it (normalisation folded in, on ``device``).
 
@@ -456,32 +394,36 @@ def train_many(source, configs: list[TrainConfig | dict], *, data=None, show_pro
     every = run.checkpoint_steps
     tok_s = 0.0
     final: list[dict] = [{} for _ in trainers]
-    with progress.task(f"training {len(trainers)} SAE{'s' * (len(trainers) > 1)}", total=n_steps,
-                       enabled=show_progress) as bar:
-        bar.update(step)
-        t0, s0 = time.perf_counter(), step
-        while step < n_steps:
-            batch = next(it)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            tokens = step * run.batch_size
-            for t in trainers:
-                t.step(batch, step, tokens)
-            step += 1
-            if step % run.log_every == 0 or step == n_steps:
-                stats = final = [t.read_stats() for t in trainers]
-                now = time.perf_counter()
-                tok_s = (step - s0) * run.batch_size / max(now - t0, 1e-9)
-                s = stats[0]
-                bar.update(step - s0, note=f"loss {s['loss']:.4g} L0 {s['l0']:.1f} FVU {s['fvu']:.3f} "
-                                           f"dead {s['dead']:.1%} {tok_s:,.0f} tok/s")
-                if log is not None:
-                    log({f"{i}/{k}": v for i, st in enumerate(stats) for k, v in st.items()} |
-                        {"tokens": step * run.batch_size, "tokens_per_s": tok_s}, step=step)
-                t0, s0 = now, step
-            if ckpt is not None and (step % every == 0 or step == n_steps):
-                save_checkpoint(ckpt, [t.state for t in trainers],
-                                {"step": step, "tokens": step * run.batch_size, "source": src.state_dict(),
-                                 "configs": meta_cfgs})
+    try:
+        with progress.task(f"training {len(trainers)} SAE{'s' * (len(trainers) > 1)}", total=n_steps,
+                           enabled=show_progress) as bar:
+            bar.update(step)
+            t0, s0 = time.perf_counter(), step
+            while step < n_steps:
+                batch = next(it)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                tokens = step * run.batch_size
+                for t in trainers:
+                    t.step(batch, step, tokens)
+                step += 1
+                if step % run.log_every == 0 or step == n_steps:
+                    stats = final = [t.read_stats() for t in trainers]
+                    now = time.perf_counter()
+                    tok_s = (step - s0) * run.batch_size / max(now - t0, 1e-9)
+                    s = stats[0]
+                    bar.update(step - s0, note=f"loss {s['loss']:.4g} L0 {s['l0']:.1f} FVU {s['fvu']:.3f} "
+                                               f"dead {s['dead']:.1%} {tok_s:,.0f} tok/s")
+                    if log is not None:
+                        log({f"{i}/{k}": v for i, st in enumerate(stats) for k, v in st.items()} |
+                            {"tokens": step * run.batch_size, "tokens_per_s": tok_s}, step=step)
+                    t0, s0 = now, step
+                if ckpt is not None and (step % every == 0 or step == n_steps):
+                    save_checkpoint(ckpt, [t.state for t in trainers],
+                                    {"step": step, "tokens": step * run.batch_size, "source": src.state_dict(),
+                                     "configs": meta_cfgs})
+    finally:
+        if hasattr(src, "close"):  # a prefetching harvester's background thread
+            src.close()
     saes = []
     for i, (t, c) in enumerate(zip(trainers, cfgs)):
         sae = t.sae.fold_norm_scale_()
