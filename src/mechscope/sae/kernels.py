@@ -127,12 +127,28 @@ def _bag(indices: Tensor, values: Tensor, table: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------------------------------ decoder
 _GATHER_ROWS = 256
-"""Rows per chunk of :func:`_gathered_dots`: the gathered ``(rows, k, d_out)`` block stays in cache (256 rows
+"""Rows per chunk of :func:`_gathered_dots_bmm`: the gathered ``(rows, k, d_out)`` block stays in cache (256 rows
 of the benchmark shape: 4 MiB; measured ~2.5x faster than one gather over the whole batch)."""
 
 
 def _gathered_dots(indices: Tensor, table: Tensor, vec: Tensor) -> Tensor:
-    """``out[i, j] = table[indices[i, j]] . vec[i]`` -> ``(batch, k)``, in row chunks."""
+    """``out[i, j] = table[indices[i, j]] . vec[i]`` -> ``(batch, k)``: a sampled dense-dense product (SDDMM) of
+    ``vec @ table.T`` at the pattern ``indices`` (``torch.sparse.sampled_addmm`` on a CSR pattern; measured 1.4 ms
+    against 17 ms for gather-then-bmm on the benchmark shape, 2 CPU threads). Half types on CPU, which the sparse
+    kernel does not take, go through :func:`_gathered_dots_bmm`."""
+    B, k = indices.shape
+    if B == 0 or k == 0 or (table.device.type == "cpu" and table.dtype not in (torch.float32, torch.float64)):
+        return _gathered_dots_bmm(indices, table, vec)
+    crow = torch.arange(0, B * k + 1, k, device=indices.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        pattern = torch.sparse_csr_tensor(crow, indices.reshape(-1), torch.zeros(B * k, dtype=table.dtype,
+                                          device=table.device), size=(B, table.shape[0]), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, vec.to(table.dtype), table.t(), beta=0).values().view(B, k)
+
+
+def _gathered_dots_bmm(indices: Tensor, table: Tensor, vec: Tensor) -> Tensor:
+    """:func:`_gathered_dots` as gather then batched matrix-vector products, in row chunks."""
     B, k = indices.shape
     out = torch.empty(B, k, 1, dtype=table.dtype, device=table.device)
     for s in range(0, B, _GATHER_ROWS):
