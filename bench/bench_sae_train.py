@@ -11,8 +11,8 @@ Reported: ``tokens_per_s`` = training tokens / wall time of ``train()`` (harvest
 stopped after block 1, and the SAE steps; tokenisation and model loading excluded, as in the baseline); on the
 held-out rows, over every position (as the baseline): explained variance ``1 - SSE / SST``, L0, and the CE-loss
 score ``(CE_zero - CE_sae) / (CE_zero - CE_clean)`` with the SAE's reconstruction spliced in at the hook
-(zero-ablation the reference); and a breakdown of one step's time (harvest, encoder, topk, decoder, loss +
-backward, Adam, decoder constraint), measured op by op on real batches.
+(zero-ablation the reference); and a breakdown of one step's time (harvest, the fused SAE forward, backward,
+Adam, decoder constraint), each on one thread, as they run under prefetch.
 
     nice -n 10 python bench/bench_sae_train.py --tokens 2000000 [--epochs 2] \
         [--saelens-python /tmp/saelens-venv/bin/python] [--json out.json]
@@ -55,49 +55,23 @@ def token_rows(tokenizer) -> torch.Tensor:
     return torch.tensor(ids[: n * CONTEXT]).view(n, CONTEXT)
 
 
-@torch.inference_mode()
-def evaluate(model, sae, rows: torch.Tensor, chunk: int = 32) -> dict:
-    """Explained variance, L0 and the CE-loss score on ``rows``, every position."""
-    sse = ssq = 0.0
-    total = torch.zeros(sae.cfg.d_in, dtype=torch.float64)
-    n = 0
-    l0 = 0.0
-    ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-    for i in range(0, len(rows), chunk):
-        r = rows[i:i + chunk]
-        _, cache = model.run_with_cache(r, names_filter=HOOK, stop_at_layer=2, check_memory=False)
-        x = cache[HOOK].reshape(-1, sae.cfg.d_in)
-        f = sae.encode(x)
-        x_hat = sae.decode(f)
-        sse += float((x - x_hat).double().pow(2).sum())
-        ssq += float(x.double().pow(2).sum())
-        total += x.double().sum(0)
-        n += len(x)
-        l0 += float((f != 0).sum())
-        ce["clean"] += float(model(r, return_type="loss")) * len(r)
-        ce["sae"] += float(model.run_with_hooks(r, fwd_hooks=[(HOOK, lambda a, hook: sae(a))],
-                                                return_type="loss")) * len(r)
-        ce["zero"] += float(model.run_with_hooks(r, fwd_hooks=[(HOOK, lambda a, hook: torch.zeros_like(a))],
-                                                 return_type="loss")) * len(r)
-    sst = ssq - float((total / n).pow(2).sum()) * n
-    ce = {k: v / len(rows) for k, v in ce.items()}
-    return {"explained_variance": 1 - sse / sst, "l0": l0 / n, "ce_clean": ce["clean"], "ce_sae": ce["sae"],
-            "ce_zero_ablation": ce["zero"],
-            "ce_loss_score": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"])}
+def quality(model, sae, rows: torch.Tensor) -> dict:
+    """Held-out numbers over every position (BOS included, as the baseline computes them), through
+    :func:`mechscope.sae.evaluate`: explained variance, L0, CE clean / spliced / zero-ablated and the CE-loss score."""
+    from mechscope.sae import evaluate
+
+    ev = evaluate(sae, model, rows, exclude_bos=False, batch_size=32)
+    return {"explained_variance": ev.explained_variance, "l0": ev.l0, "ce_clean": ev.ce_clean,
+            "ce_sae": ev.ce_spliced, "ce_zero_ablation": ev.ce_zero_ablated, "ce_loss_score": ev.ce_loss_recovered,
+            "kl": ev.kl_spliced, "dead_fraction": ev.dead_fraction}
 
 
-def breakdown(model, src, sae, n: int = 5) -> dict:
-    """Milliseconds per 4096-token step of each phase, timed op by op (the reference TopK path)."""
-    from mechscope.sae import LossConfig
+def breakdown(model, rows: torch.Tensor, sae, n: int = 5) -> dict:
+    """Milliseconds per 4096-token step of each phase, on one thread each as they run under prefetch: the harvest
+    of 4096 tokens (32 rows, forward stopped after block 1), and the SAE step: the fused forward and backward,
+    Adam, the decoder constraint."""
+    from mechscope.sae import Harvester, LossConfig
     from mechscope.sae.training import make_optimizer
-
-    it = iter(src)
-    t = time.perf_counter()  # one whole chunk: its forward pass is shared by its batches
-    batches = [next(it)[HOOK] for _ in range(src.batches_per_chunk)]
-    harvest = (time.perf_counter() - t) / src.batches_per_chunk
-    sae = type(sae)(sae.cfg)
-    opt = make_optimizer(sae, 1e-4, (0.9, 0.999))
-    x = batches[0]
 
     def timed(fn):
         fn()
@@ -106,23 +80,22 @@ def breakdown(model, src, sae, n: int = 5) -> dict:
             fn()
         return (time.perf_counter() - t) / n
 
-    pre = x @ sae.W_enc + sae.b_enc
-    f = sae.activation(pre)
-
-    def fwd_bwd():
-        sae.training_forward(x, loss=LossConfig(), dead=torch.zeros(sae.cfg.d_sae, dtype=torch.bool)).loss.backward()
-
-    with torch.no_grad():
-        enc = timed(lambda: x @ sae.W_enc + sae.b_enc)
-        topk = timed(lambda: pre.topk(sae.cfg.k, dim=-1, sorted=False))
-        dec = timed(lambda: f @ sae.W_dec + sae.b_dec)
-        fwd = timed(lambda: sae.training_forward(x, loss=LossConfig()))
-    both = timed(fwd_bwd)
-    adam = timed(opt.step)
-    constrain = timed(lambda: (sae.prepare_grads_(), sae.constrain_()))
-    opt.zero_grad()
-    ms = {"harvest": harvest, "encoder": enc, "topk": topk, "decoder": dec,
-          "forward_rest (scatter, loss, stats)": fwd - enc - topk - dec, "backward": both - fwd, "adam": adam,
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        harvest = Harvester(model, [HOOK])
+        chunk = rows[: BATCH_TOKENS // CONTEXT]
+        t_harvest = timed(lambda: harvest(chunk))
+        x = harvest(chunk)[HOOK]
+        sae = type(sae)(sae.cfg)
+        opt = make_optimizer(sae, 1e-4, (0.9, 0.999))
+        dead = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+        both = timed(lambda: sae.training_forward(x, loss=LossConfig(), dead=dead).loss.backward())
+        adam = timed(opt.step)
+        constrain = timed(lambda: (sae.prepare_grads_(), sae.constrain_()))
+    finally:
+        torch.set_num_threads(threads)
+    ms = {"harvest": t_harvest, "sae_forward_backward (fused)": both, "adam": adam,
           "decoder_constraint": constrain}
     return {k: round(v * 1000, 1) for k, v in ms.items()}
 
@@ -149,8 +122,7 @@ def main() -> None:
     torch.set_num_threads(THREADS)
 
     import mechscope
-    from mechscope.sae.harvest import ModelSource
-    from mechscope.sae.training import train
+    from mechscope.sae import train
 
     model = mechscope.load(MODEL)
     rows = token_rows(model.tokenizer)
@@ -160,17 +132,18 @@ def main() -> None:
         raise SystemExit(f"only {len(train_rows) * CONTEXT} training tokens; ask for fewer.")
     train_rows = train_rows[:need]
     n_tokens = args.tokens * args.epochs // BATCH_TOKENS * BATCH_TOKENS
-    src = ModelSource(model, [HOOK], train_rows, batch_size=BATCH_TOKENS, context_size=CONTEXT)
     t = time.perf_counter()
-    sae = train(src, hook=HOOK, architecture="topk", k=K, d_sae=D_SAE, n_tokens=n_tokens, batch_size=BATCH_TOKENS,
-                lr=args.lr, out=args.out, log_every=10)
+    # every position trains (BOS included), as in the baseline, whose held-out numbers also cover every position
+    sae = train(model, data=train_rows, hook=HOOK, architecture="topk", k=K, d_sae=D_SAE, n_tokens=n_tokens,
+                batch_size=BATCH_TOKENS, context_size=CONTEXT, lr=args.lr, exclude_bos=False, out=args.out,
+                log_every=10)
     wall = time.perf_counter() - t
     result = {"config": {"tokens": args.tokens, "epochs": args.epochs, "trained_tokens": n_tokens, "d_sae": D_SAE,
-                         "k": K, "batch": BATCH_TOKENS, "threads": THREADS, "lr": sae.cfg.metadata["trainer"]["lr"]},
+                         "k": K, "batch": BATCH_TOKENS, "threads": THREADS, "lr": sae.cfg.metadata["trainer"]["lr"],
+                         "torch": torch.__version__},
               "tokens_per_s": n_tokens / wall, "wall_s": wall, "final_train_stats": sae.cfg.metadata["final_stats"]}
-    result.update(evaluate(model, sae, held))
-    src2 = ModelSource(model, [HOOK], train_rows, batch_size=BATCH_TOKENS, context_size=CONTEXT)
-    result["step_ms"] = breakdown(model, src2, sae)
+    result.update(quality(model, sae, held))
+    result["step_ms"] = breakdown(model, train_rows, sae)
     report(result, args.json)  # before the baseline, so a failing baseline loses nothing
     if args.saelens_python:
         base = saelens(args.saelens_python, args.saelens_script, args.tokens)
