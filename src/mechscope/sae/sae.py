@@ -332,7 +332,8 @@ class TopKSAE(SAE):
             out = self._decode_n(f)
             terms = {}
             if self._k_aux(loss, dead):
-                terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, y_n - out.detach(), y_n, loss)
+                terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, self._residual_n(x_n, y_n, out),
+                                                                  y_n, loss)
             return out, f, terms
         sub = self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder
         k_aux = self._k_aux(loss, dead)
@@ -344,9 +345,15 @@ class TopKSAE(SAE):
         if k_aux:
             e_hat = sparse_decode(aux_idx, aux_acts, self.W_dec)
             var = (y_n - y_n.mean(0)).pow(2).sum()
-            err = y_n - out.detach()
+            err = self._residual_n(x_n, y_n, out)
             terms["auxk"] = loss.auxk_coefficient * (e_hat - err).pow(2).sum() / var.clamp_min(1e-12)
         return out, (acts, idx), terms
+
+    def _residual_n(self, x_n: Tensor, y_n: Tensor, out_n: Tensor) -> Tensor:
+        """AuxK's target, detached: what the full output (with a skip-transcoder's skip term, which
+        :meth:`training_forward` adds after ``_train_terms``) leaves unexplained."""
+        with torch.no_grad():
+            return y_n - (out_n + x_n @ self.W_skip if self.cfg.skip else out_n)
 
     def prepare_grads_(self) -> None:
         remove_parallel_decoder_grad_(self.W_dec)
