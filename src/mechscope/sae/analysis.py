@@ -144,7 +144,8 @@ class LatentStats:
         atomic_write(path / "stats.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
         info = {"hook_name": self.hook_name, "n_tokens": self.n_tokens, "context": list(self.context),
                 "vocab": self.vocab, "meta": self.meta}
-        atomic_write(path / "stats.json", lambda f: Path(f).write_text(json.dumps(info, ensure_ascii=False)))
+        atomic_write(path / "stats.json", lambda f: Path(f).write_text(json.dumps(info, ensure_ascii=False),
+                                                                  encoding="utf-8"))
         return path
 
     @classmethod
