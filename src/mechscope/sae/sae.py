@@ -234,11 +234,14 @@ class SAE(nn.Module):
         s_in, s_out = self.norm_scale_in.item(), self.norm_scale_out.item()
         if s_in == 1 and s_out == 1:
             return self
+        if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder and s_in != s_out:
+            # checked before any weight changes: b_dec is subtracted from the input, so one scale must serve both
+            raise InputError(f"an autoencoder that subtracts b_dec from its input has one normalisation scale for "
+                             f"input and output; norm_scale_in is {s_in} and norm_scale_out {s_out}. Set both to "
+                             "the same factor before folding.")
         self.W_enc.mul_(s_in)
         self.W_dec.div_(s_out)
         self.b_dec.div_(s_out)
-        if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder and s_in != s_out:
-            raise AssertionError("an autoencoder has one scale for input and output")
         if self.cfg.skip:
             self.W_skip.mul_(s_in / s_out)
         self._fold_extra_(s_in, s_out)
