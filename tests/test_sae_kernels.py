@@ -172,3 +172,24 @@ def test_auxk_target_includes_skip_term(arch, fused):
         e_hat = torch.zeros_like(pre).scatter_(-1, idx, vals.relu()) @ sae.W_dec
         want = (e_hat - (y - full)).pow(2).sum() / (y - y.mean(0)).pow(2).sum()
     torch.testing.assert_close(out.losses["auxk"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_under_autocast():
+    """The trainer runs the forward under bf16 autocast on CUDA (``autocast=True``); there the encoder's matmul
+    comes out in bf16 while the top-k buffers are the parameters' fp32, and the fused path raised "Expected out
+    tensor to have dtype BFloat16". CPU autocast reproduces it; the fused loss and gradients then track the
+    reference's."""
+    ref, fused = _pair("sae", "float32")
+    x = _tie_free((64, 16), 7)
+    dead = torch.zeros(128, dtype=torch.bool)
+    dead[::2] = True
+    outs = []
+    for sae in (ref, fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = sae.training_forward(x, loss=LossConfig(auxk_coefficient=0.5, auxk_k=6), dead=dead)
+        out.loss.backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1].loss.float(), outs[0].loss.float(), rtol=3e-2, atol=1e-2)
+    for (name, a), b in zip(ref.named_parameters(), fused.parameters()):
+        assert b.grad is not None and b.grad.dtype == torch.float32, name
+        assert torch.nn.functional.cosine_similarity(a.grad.flatten().float(), b.grad.flatten(), 0) > 0.98, name
