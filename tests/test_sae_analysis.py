@@ -200,3 +200,15 @@ def test_save_writes_utf8_whatever_the_locale(model, tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_text", locale_ascii)
     st.save(tmp_path / "s")
     assert LatentStats.load(tmp_path / "s").vocab[:3] == ["Ġthe", "café", "日本"]
+
+
+def test_logit_weights_are_in_model_units_before_folding(model):
+    """An SAE still holding its normalisation scale gives the same logit weights as the folded one (decode's units),
+    not W_dec in normalised units."""
+    sae = _sae(model)
+    sae.norm_scale_in.fill_(4.0)
+    sae.norm_scale_out.fill_(4.0)
+    before = logit_weights(sae, model, [0, 5], n=4)
+    after = logit_weights(sae.fold_norm_scale_(), model, [0, 5], n=4)
+    for k in before:
+        torch.testing.assert_close(before[k], after[k])
