@@ -183,3 +183,32 @@ def test_tinystories_corpus_file(tinystories, shared):
     assert st.n_tokens == 32 * 63 and st.vocab is not None and len(st.vocab) == 2048
     centre = st.top_tokens[..., 8][st.top_pos >= 0]  # the example token itself: never BOS, never padding
     assert len(centre) and (centre >= 0).all() and (centre != 1).all()
+
+
+def test_save_writes_utf8_whatever_the_locale(model, tmp_path, monkeypatch):
+    """stats.json holds token strings unescaped and is read back as UTF-8, so it must be written as UTF-8 too, not
+    in the locale's encoding (simulated here as ASCII)."""
+    from pathlib import Path
+
+    st = latent_stats(_sae(model), model, _tokens(n=4), k=3, latents=[1, 2])
+    st.vocab = ["Ġthe", "café", "日本"] + list(st.vocab or [])[3:]
+    orig = Path.write_text
+
+    def locale_ascii(self, data, encoding=None, errors=None, newline=None):
+        return orig(self, data, encoding=encoding or "ascii", errors=errors, newline=newline)
+
+    monkeypatch.setattr(Path, "write_text", locale_ascii)
+    st.save(tmp_path / "s")
+    assert LatentStats.load(tmp_path / "s").vocab[:3] == ["Ġthe", "café", "日本"]
+
+
+def test_logit_weights_are_in_model_units_before_folding(model):
+    """An SAE still holding its normalisation scale gives the same logit weights as the folded one (decode's units),
+    not W_dec in normalised units."""
+    sae = _sae(model)
+    sae.norm_scale_in.fill_(4.0)
+    sae.norm_scale_out.fill_(4.0)
+    before = logit_weights(sae, model, [0, 5], n=4)
+    after = logit_weights(sae.fold_norm_scale_(), model, [0, 5], n=4)
+    for k in before:
+        torch.testing.assert_close(before[k], after[k])

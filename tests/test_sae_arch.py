@@ -173,3 +173,15 @@ def test_bad_constructor_and_inputs():
         sae.encode(torch.zeros(3, 7))
     with pytest.raises(InputError, match="transcoder trains on pairs"):
         SAE(_cfg("matryoshka", "transcoder")).training_forward(torch.zeros(4, D_IN))
+
+
+def test_fold_refuses_two_scales_on_an_autoencoder_without_changing_it():
+    """An autoencoder subtracting b_dec from its input cannot fold two different scales; the refusal is a sentence
+    and comes before any weight is touched (it used to raise AssertionError after scaling W_enc, W_dec, b_dec)."""
+    sae = SAE(_cfg("relu", "sae"), seed=0)
+    sae.norm_scale_in.fill_(2.0)
+    sae.norm_scale_out.fill_(3.0)
+    before = {k: v.clone() for k, v in sae.state_dict().items()}
+    with pytest.raises(InputError, match="one normalisation scale"):
+        sae.fold_norm_scale_()
+    assert all(torch.equal(v, sae.state_dict()[k]) for k, v in before.items())

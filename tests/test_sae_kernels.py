@@ -145,3 +145,51 @@ def test_row_chunks_agree(monkeypatch):
     monkeypatch.setattr(kern, "_GATHER_ROWS", 20)
     test_fused_matches_reference("sae", True, "float32")
     test_fused_matches_reference("skip", False, "float32")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_auxk_target_includes_skip_term(arch, fused):
+    """AuxK's dead latents model the residual of the *whole* output; for a skip-transcoder that includes the skip
+    term (which training_forward adds after the architecture's terms). It used to be left out."""
+    cfg = SAEConfig(d_in=16, d_sae=128, architecture=arch, k=8, hook_name_out="blocks.0.hook_mlp_out", d_out=12,
+                    skip=True)
+    sae = SAE(cfg, seed=1)
+    sae.fused = fused if arch == "topk" else False
+    with torch.no_grad():
+        sae.W_skip.copy_(_tie_free(sae.W_skip.shape, 4))
+    x, y = _tie_free((64, 16), 5), _tie_free((64, 12), 6)
+    dead = torch.zeros(128, dtype=torch.bool)
+    dead[::2] = True
+    loss = LossConfig(auxk_coefficient=1.0, auxk_k=6)
+    out = sae.training_forward(x, y, loss=loss, dead=dead)
+    # the expected AuxK term, by hand
+    with torch.no_grad():
+        pre = x @ sae.W_enc + sae.b_enc
+        f = sae.batch_topk(pre) if arch == "batchtopk" else sae.activation(pre)
+        full = f @ sae.W_dec + sae.b_dec + x @ sae.W_skip
+        vals, idx = pre.masked_fill(~dead, -torch.inf).topk(6, dim=-1)
+        e_hat = torch.zeros_like(pre).scatter_(-1, idx, vals.relu()) @ sae.W_dec
+        want = (e_hat - (y - full)).pow(2).sum() / (y - y.mean(0)).pow(2).sum()
+    torch.testing.assert_close(out.losses["auxk"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_under_autocast():
+    """The trainer runs the forward under bf16 autocast on CUDA (``autocast=True``); there the encoder's matmul
+    comes out in bf16 while the top-k buffers are the parameters' fp32, and the fused path raised "Expected out
+    tensor to have dtype BFloat16". CPU autocast reproduces it; the fused loss and gradients then track the
+    reference's."""
+    ref, fused = _pair("sae", "float32")
+    x = _tie_free((64, 16), 7)
+    dead = torch.zeros(128, dtype=torch.bool)
+    dead[::2] = True
+    outs = []
+    for sae in (ref, fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = sae.training_forward(x, loss=LossConfig(auxk_coefficient=0.5, auxk_k=6), dead=dead)
+        out.loss.backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1].loss.float(), outs[0].loss.float(), rtol=3e-2, atol=1e-2)
+    for (name, a), b in zip(ref.named_parameters(), fused.parameters()):
+        assert b.grad is not None and b.grad.dtype == torch.float32, name
+        assert torch.nn.functional.cosine_similarity(a.grad.flatten().float(), b.grad.flatten(), 0) > 0.98, name

@@ -31,7 +31,7 @@ def sae_train(model: str = typer.Argument(..., help=MODEL_HELP),
               l1_warmup_tokens: int = typer.Option(0, help="Tokens over which the L1 penalty ramps up."),
               auxk_coefficient: float = typer.Option(1 / 32, help="AuxK loss weight (0: off)."),
               dead_tokens: int = typer.Option(None, help="Tokens without firing after which a latent is dead "
-                                                         "(default min(10M, tokens/10))."),
+                                                         "(default max(batch size, min(10M, tokens/10)))."),
               context_size: int = typer.Option(128, help="Tokens per sequence."),
               holdout_tokens: int = typer.Option(0, help="Tokens at the end of the corpus never trained on (whole rows)."),
               normalize_activations: str = typer.Option("expected_average_only_in",

@@ -144,7 +144,8 @@ class LatentStats:
         atomic_write(path / "stats.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
         info = {"hook_name": self.hook_name, "n_tokens": self.n_tokens, "context": list(self.context),
                 "vocab": self.vocab, "meta": self.meta}
-        atomic_write(path / "stats.json", lambda f: Path(f).write_text(json.dumps(info, ensure_ascii=False)))
+        atomic_write(path / "stats.json", lambda f: Path(f).write_text(json.dumps(info, ensure_ascii=False),
+                                                                  encoding="utf-8"))
         return path
 
     @classmethod
@@ -233,7 +234,8 @@ def logit_weights(sae, model, latents: Tensor | None = None, n: int = 10) -> dic
     out = {k: [] for k in ("logit_top_ids", "logit_top_values", "logit_bottom_ids", "logit_bottom_values")}
     W_U = W_U.float()
     for i in range(0, len(lat), 256):  # (256, d_vocab) at a time: bounded memory for large vocabularies
-        dirs = sae.W_dec.detach()[lat[i:i + 256].to(sae.device)].float().to(W_U.device)
+        # in the model's units, as decode() gives them (an SAE whose normalisation is not folded yet included)
+        dirs = (sae.W_dec.detach()[lat[i:i + 256].to(sae.device)].float() / sae.norm_scale_out.float()).to(W_U.device)
         lw = dirs @ W_U
         top, bot = lw.topk(n, dim=-1), lw.topk(n, dim=-1, largest=False)
         out["logit_top_ids"].append(top.indices.cpu()), out["logit_top_values"].append(top.values.cpu())

@@ -77,7 +77,8 @@ class BatchTopKSAE(TopKSAE):
         out = self._decode_n(f)
         terms = {}
         if self._k_aux(loss, dead):
-            terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, y_n - out.detach(), y_n, loss)
+            terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, self._residual_n(x_n, y_n, out),
+                                                              y_n, loss)
         return out, f, terms
 
 

@@ -205,6 +205,8 @@ class _FusedTopKEncode(torch.autograd.Function):
             xs = x[s:s + _ENCODE_ROWS]
             # fp32: addmm; half types: round as the reference's `x @ W_enc + b_enc` does, so near-ties pick alike
             pre = torch.addmm(b_enc, xs, W_enc) if x.dtype == torch.float32 else xs @ W_enc + b_enc
+            if pre.dtype != top_v.dtype:  # autocast (the trainer's bf16 on CUDA) ran the matmul in half precision
+                pre = pre.to(top_v.dtype)
             if fast_topk:
                 top_v[s:s + _ENCODE_ROWS], top_i[s:s + _ENCODE_ROWS] = topk_exact(pre, k)
             else:

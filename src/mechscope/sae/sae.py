@@ -234,11 +234,14 @@ class SAE(nn.Module):
         s_in, s_out = self.norm_scale_in.item(), self.norm_scale_out.item()
         if s_in == 1 and s_out == 1:
             return self
+        if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder and s_in != s_out:
+            # checked before any weight changes: b_dec is subtracted from the input, so one scale must serve both
+            raise InputError(f"an autoencoder that subtracts b_dec from its input has one normalisation scale for "
+                             f"input and output; norm_scale_in is {s_in} and norm_scale_out {s_out}. Set both to "
+                             "the same factor before folding.")
         self.W_enc.mul_(s_in)
         self.W_dec.div_(s_out)
         self.b_dec.div_(s_out)
-        if self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder and s_in != s_out:
-            raise AssertionError("an autoencoder has one scale for input and output")
         if self.cfg.skip:
             self.W_skip.mul_(s_in / s_out)
         self._fold_extra_(s_in, s_out)
@@ -332,7 +335,8 @@ class TopKSAE(SAE):
             out = self._decode_n(f)
             terms = {}
             if self._k_aux(loss, dead):
-                terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, y_n - out.detach(), y_n, loss)
+                terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, self._residual_n(x_n, y_n, out),
+                                                                  y_n, loss)
             return out, f, terms
         sub = self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder
         k_aux = self._k_aux(loss, dead)
@@ -344,9 +348,15 @@ class TopKSAE(SAE):
         if k_aux:
             e_hat = sparse_decode(aux_idx, aux_acts, self.W_dec)
             var = (y_n - y_n.mean(0)).pow(2).sum()
-            err = y_n - out.detach()
+            err = self._residual_n(x_n, y_n, out)
             terms["auxk"] = loss.auxk_coefficient * (e_hat - err).pow(2).sum() / var.clamp_min(1e-12)
         return out, (acts, idx), terms
+
+    def _residual_n(self, x_n: Tensor, y_n: Tensor, out_n: Tensor) -> Tensor:
+        """AuxK's target, detached: what the full output (with a skip-transcoder's skip term, which
+        :meth:`training_forward` adds after ``_train_terms``) leaves unexplained."""
+        with torch.no_grad():
+            return y_n - (out_n + x_n @ self.W_skip if self.cfg.skip else out_n)
 
     def prepare_grads_(self) -> None:
         remove_parallel_decoder_grad_(self.W_dec)

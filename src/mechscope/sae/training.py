@@ -72,8 +72,8 @@ class TrainConfig:
     auxk_k: int | None = None
     """Dead latents used per token by AuxK; None: ``d_in // 2``."""
     dead_tokens: int | None = None
-    """A latent is dead after this many tokens without firing. None: ``min(10M, n_tokens // 10)`` (sparsify and
-    Gao et al. use 10M tokens, which is the whole of a small run)."""
+    """A latent is dead after this many tokens without firing. None: ``max(batch_size, min(10M, n_tokens // 10))``
+    (sparsify and Gao et al. use 10M tokens, which is the whole of a small run)."""
     # --- optimisation
     n_tokens: int = 2_000_000
     """Tokens to train on (``ceil(n_tokens / batch_size)`` steps)."""
