@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import progress
-from ..errors import InputError, ModelLoadError
+from ..errors import InputError
+from ..optim_state import load_optimizer, optimizer_tensors, read_checkpoint
 from . import data as corpus
 from .logit import hidden_states
 from .tuned import TunedLens, atomic_write
@@ -190,15 +190,9 @@ def save_checkpoint(file: Path, lens: TunedLens, opt: torch.optim.Optimizer, cfg
     """Translators, optimiser state, step and config in one safetensors file, replaced atomically."""
     tensors = {f"layer_translators.{k}": v.detach().contiguous().cpu()
                for k, v in lens.layer_translators.state_dict().items()}
-    sd = opt.state_dict()
-    scalars: dict[str, dict] = {}
-    for pid, st in sd["state"].items():
-        for key, v in st.items():
-            if isinstance(v, Tensor):
-                tensors[f"optim.{pid}.{key}"] = v.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(pid), {})[key] = v
-    meta = {"step": step, "config": asdict(cfg), "param_groups": sd["param_groups"], "scalars": scalars,
+    opt_tensors, scalars, groups = optimizer_tensors(opt, "optim.")
+    tensors.update(opt_tensors)
+    meta = {"step": step, "config": asdict(cfg), "param_groups": groups, "scalars": scalars,
             "d_model": lens.config.d_model, "num_hidden_layers": lens.config.num_hidden_layers}
     atomic_write(file, lambda f: save_file(tensors, f, metadata={"train": json.dumps(meta)}))
 
@@ -206,13 +200,7 @@ def save_checkpoint(file: Path, lens: TunedLens, opt: torch.optim.Optimizer, cfg
 def load_checkpoint(file: Path, lens: TunedLens, opt: torch.optim.Optimizer, cfg: TrainConfig, model) -> int:
     """Restore translators and optimiser state from ``file`` into ``lens``/``opt``; returns the step reached.
     Refused when the checkpoint is for another model shape or another optimiser set-up."""
-    try:
-        with safe_open(file, "pt") as f:
-            meta = json.loads(f.metadata()["train"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"training checkpoint {str(file)!r} could not be read ({type(e).__name__}: {e}); delete "
-                             "it to start over.") from None
+    tensors, meta = read_checkpoint(file)
     if (meta["d_model"], meta["num_hidden_layers"]) != (lens.config.d_model, lens.config.num_hidden_layers):
         raise InputError(f"checkpoint {str(file)!r} is for d_model {meta['d_model']} with {meta['num_hidden_layers']} "
                          f"layers, but this model has d_model {model.cfg.d_model} with {model.cfg.n_layers}; use "
@@ -225,12 +213,5 @@ def load_checkpoint(file: Path, lens: TunedLens, opt: torch.optim.Optimizer, cfg
                          f"{ {n: saved.get(n) for n in differ} }); pass the same options, or start a new folder.")
     prefix = "layer_translators."
     lens.layer_translators.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, key = k.split(".", 2)
-            state.setdefault(int(pid), {})[key] = v
-    for pid, st in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(st)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    load_optimizer(opt, tensors, "optim.", meta["scalars"], meta["param_groups"])
     return int(meta["step"])

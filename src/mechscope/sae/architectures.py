@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import SAEConfig
-from .sae import SAE, TopKSAE, auxk_loss, register
+from .sae import SAE, TopKSAE, register
 
 __all__ = ["BatchTopKSAE", "JumpReLUSAE", "GatedSAE", "MatryoshkaSAE", "jumprelu", "step"]
 
@@ -70,16 +70,13 @@ class BatchTopKSAE(TopKSAE):
             self.threshold.mul_(1 - self.threshold_lr).add_(self.threshold_lr * m)
 
     def _train_terms(self, x_n, y_n, loss, dead, l1_scale):
-        pre = self._encode_pre_n(x_n)
-        f = self.batch_topk(pre)
-        if self.training:
-            self.update_threshold_(f.detach())
-        out = self._decode_n(f)
-        terms = {}
-        if self._k_aux(loss, dead):
-            terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, self._residual_n(x_n, y_n, out),
-                                                              y_n, loss)
-        return out, f, terms
+        def select(pre):
+            f = self.batch_topk(pre)
+            if self.training:
+                self.update_threshold_(f.detach())
+            return f
+
+        return self._dense_terms(x_n, y_n, loss, dead, select)
 
 
 # ------------------------------------------------------------------------------------------ Matryoshka

@@ -18,12 +18,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..errors import InputError, ModelLoadError
+from ..errors import InputError
 from ..lens.tuned import atomic_write
+from ..optim_state import load_optimizer, optimizer_tensors
 from .sae import SAE
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -37,15 +37,9 @@ def save_checkpoint(file: Path, states: list[dict], meta: dict) -> None:
     for i, st in enumerate(states):
         for k, v in st["sae"].state_dict().items():
             tensors[f"{i}.sae.{k}"] = v.detach().contiguous().cpu()
-        sd = st["opt"].state_dict()
-        sc: dict[str, dict] = {}
-        for pid, s in sd["state"].items():
-            for key, v in s.items():
-                if isinstance(v, Tensor):
-                    tensors[f"{i}.optim.{pid}.{key}"] = v.detach().contiguous().cpu()
-                else:
-                    sc.setdefault(str(pid), {})[key] = v
-        groups.append(sd["param_groups"])
+        opt_tensors, sc, pg = optimizer_tensors(st["opt"], f"{i}.optim.")
+        tensors.update(opt_tensors)
+        groups.append(pg)
         scalars.append(sc)
         tensors[f"{i}.dead_since"] = st["dead_since"].detach().contiguous().cpu()
     tensors["rng.cpu"] = torch.get_rng_state()
@@ -54,18 +48,6 @@ def save_checkpoint(file: Path, states: list[dict], meta: dict) -> None:
             tensors[f"rng.cuda.{d}"] = s
     meta = {**meta, "param_groups": groups, "scalars": scalars, "n_saes": len(states)}
     atomic_write(file, lambda f: save_file(tensors, f, metadata={"train": json.dumps(meta)}))
-
-
-def read_checkpoint(file: Path) -> tuple[dict[str, Tensor], dict]:
-    """``(tensors, meta)`` of a checkpoint; an unreadable file is an error naming the fix."""
-    try:
-        with safe_open(file, "pt") as f:
-            meta = json.loads(f.metadata()["train"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"training checkpoint {str(file)!r} could not be read ({type(e).__name__}: {e}); delete "
-                             "it to start over.") from None
-    return tensors, meta
 
 
 def restore_states(tensors: dict[str, Tensor], meta: dict, states: list[dict]) -> None:
@@ -78,14 +60,7 @@ def restore_states(tensors: dict[str, Tensor], meta: dict, states: list[dict]) -
         pre = f"{i}.sae."
         sae_sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
         st["sae"].load_state_dict(sae_sd)
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith(f"{i}.optim."):
-                _, _, pid, key = k.split(".", 3)
-                state.setdefault(int(pid), {})[key] = v
-        for pid, s in meta["scalars"][i].items():
-            state.setdefault(int(pid), {}).update(s)
-        st["opt"].load_state_dict({"state": state, "param_groups": meta["param_groups"][i]})
+        load_optimizer(st["opt"], tensors, f"{i}.optim.", meta["scalars"][i], meta["param_groups"][i])
         st["dead_since"].copy_(tensors[f"{i}.dead_since"])
     torch.set_rng_state(tensors["rng.cpu"])
     cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))

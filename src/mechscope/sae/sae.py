@@ -323,6 +323,17 @@ class TopKSAE(SAE):
             acts = torch.relu(vals)
         return acts.reshape(*lead, -1), idx.reshape(*lead, -1)
 
+    def _dense_terms(self, x_n, y_n, loss, dead, select):
+        """The plain path: ``f = select(pre)`` dense ``(batch, d_sae)``, dense decoder, AuxK on the dead latents."""
+        pre = self._encode_pre_n(x_n)
+        f = select(pre)
+        out = self._decode_n(f)
+        terms = {}
+        if self._k_aux(loss, dead):
+            terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, self._residual_n(x_n, y_n, out), y_n,
+                                                              loss)
+        return out, f, terms
+
     def _k_aux(self, loss: LossConfig, dead: Tensor | None) -> int:
         if loss.auxk_coefficient <= 0 or dead is None or not bool(dead.any()):
             return 0
@@ -330,14 +341,7 @@ class TopKSAE(SAE):
 
     def _train_terms(self, x_n, y_n, loss, dead, l1_scale):
         if not self.fused:
-            pre = self._encode_pre_n(x_n)
-            f = self.activation(pre)
-            out = self._decode_n(f)
-            terms = {}
-            if self._k_aux(loss, dead):
-                terms["auxk"] = loss.auxk_coefficient * auxk_loss(self, pre, dead, self._residual_n(x_n, y_n, out),
-                                                                  y_n, loss)
-            return out, f, terms
+            return self._dense_terms(x_n, y_n, loss, dead, self.activation)
         sub = self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder
         k_aux = self._k_aux(loss, dead)
         acts, idx, aux_acts, aux_idx = fused_topk_encode(x_n, self.W_enc, self.b_enc, self.cfg.k,

@@ -28,7 +28,8 @@ from torch import Tensor
 from .. import progress
 from ..errors import InputError
 from .activations import ActivationSource, activation_source
-from .checkpoint import CHECKPOINT, read_checkpoint, restore_states, save_checkpoint, save_sae
+from ..optim_state import read_checkpoint
+from .checkpoint import CHECKPOINT, restore_states, save_checkpoint, save_sae
 from .config import ARCHITECTURES, NEEDS_K, LossConfig, SAEConfig
 from .sae import SAE
 
