@@ -14,7 +14,7 @@ from families import make_pair
 from mechscope.errors import InputError
 from mechscope.model import lm_loss
 from mechscope.sae import SAE, SAEConfig, evaluate, evaluate_activations
-from mechscope.sae.evaluate import pack_text
+from mechscope.sae.data import token_rows
 
 TOKENS = torch.randint(0, 100, (6, 9), generator=torch.Generator().manual_seed(0))
 
@@ -109,7 +109,7 @@ def test_bos_is_left_out_and_bypassed(tinystories):
     sae = topk(hook, m.cfg.d_model)
     text = "Once upon a time there was a little girl named Lily. She liked to play in the park with her dog. " * 6
     ev = evaluate(sae, m, text, context_size=32, batch_size=8)
-    rows = pack_text(m, text, 32)
+    rows = token_rows(m, [text], context_size=32)
     bos = m.tokenizer.bos_token_id
     assert (rows[:, 0] == bos).all() and ev.n_tokens == int((rows != bos).sum())
     keep = (rows == bos)[..., None]

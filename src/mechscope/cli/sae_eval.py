@@ -26,7 +26,7 @@ def sae_eval(sae_dir: str = typer.Argument(..., help="The SAE folder (mechscope'
              html: str = typer.Option(None, help=HTML_HELP + " The density histogram.")):
     """L0, MSE, explained variance, CE loss recovered, KL, dead/dense latents of a dictionary spliced into MODEL."""
     from ..errors import MechscopeError
-    from ..lens.data import split
+    from ..sae.data import token_rows
     from ..sae.evaluate import evaluate
 
     m = load(model)
@@ -35,9 +35,8 @@ def sae_eval(sae_dir: str = typer.Argument(..., help="The SAE folder (mechscope'
         ctx = context or sae.cfg.context_size or 128
         if tokens < ctx:
             raise MechscopeError(f"--tokens {tokens} is less than one row of --context {ctx}; pass more tokens.")
-        rows = tokens // ctx
-        parts = split(m, data, ctx, 0, rows) if holdout else split(m, data, ctx, rows, 0)
-        ids = parts.eval if holdout else parts.train
+        ids = (token_rows(m, data, context_size=ctx, holdout_tokens=tokens // ctx * ctx, split="holdout") if holdout
+               else token_rows(m, data, context_size=ctx, n_tokens=tokens // ctx * ctx))
         ev = evaluate(sae, m, ids, batch_size=batch_size, ablation=ablation, exclude_bos=not include_bos,
                       dense_threshold=dense_threshold, progress=True)
     except (MechscopeError, OSError) as e:

@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..errors import InputError, InputTypeError, ModelLoadError, type_name
+from .data import token_rows
 
 HIST_EDGES: Tensor = torch.logspace(-4, 4, 161, dtype=torch.float64).float()
 """Edges ``(161,)`` of the activation histogram and of the fine bins interval sampling draws from: 20 bins per
@@ -175,9 +176,9 @@ def latent_stats(sae, model, tokens_or_text, *, latents: list[int] | Tensor | No
                  exclude_bos: bool = True, seed: int = 0, show_progress: bool = False) -> LatentStats:
     """Stream a corpus through ``model`` and ``sae`` and collect, per latent, the statistics of :class:`LatentStats`.
 
-    ``tokens_or_text``: token ids ``(n_rows, seq)`` (int), or the path of a corpus file (``.txt``/``.jsonl``,
-    read as ``mechscope lens train`` reads it: packed into rows of ``seq_len`` tokens with BOS in front where the
-    model prepends one; ``n_tokens`` of them, default 1,000,000). Token ids are run as given (no BOS added);
+    ``tokens_or_text``: token ids ``(n_rows, seq)`` (int), or text that :func:`~mechscope.sae.data.token_rows`
+    reads (a ``.txt``/``.jsonl`` path, an HF datasets folder, a list of documents: packed into rows of ``seq_len``
+    tokens with BOS in front where the model prepends one; ``n_tokens`` of them, default 1,000,000). Token ids are run as given (no BOS added);
     ``n_tokens`` then keeps the first rows that hold that many. ``latents``: which to analyse (default all);
     memory is ``O(len(latents) * (k + n_quantiles * samples_per_quantile) * window)`` plus one batch.
     ``exclude_bos``: BOS tokens are neither counted nor examples (their residual stream is an outlier that
@@ -436,15 +437,10 @@ def _corpus(model, src, n_tokens: int | None, seq_len: int) -> Tensor:
         if n_tokens is not None:
             rows = rows[: max(1, math.ceil(n_tokens / rows.shape[1]))]
         return rows
-    if isinstance(src, (str, os.PathLike)):
-        from ..lens.data import split
-
-        n_tokens = 1_000_000 if n_tokens is None else n_tokens
-        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
-            raise InputError(f"n_tokens must be a positive int, got {n_tokens!r}.")
-        return split(model, src, seq_len, math.ceil(n_tokens / seq_len), 0).train
-    raise InputTypeError(f"latent_stats reads token ids (an int tensor (n_rows, seq)) or a corpus file path; got "
-                         f"{type_name(src)}.")
+    if isinstance(src, (str, os.PathLike, list)):
+        return token_rows(model, src, context_size=seq_len, n_tokens=1_000_000 if n_tokens is None else n_tokens)
+    raise InputTypeError(f"latent_stats reads token ids (an int tensor (n_rows, seq)), a corpus file path or a list "
+                         f"of documents; got {type_name(src)}.")
 
 
 def _latent_ids(latents, d_sae: int) -> Tensor:

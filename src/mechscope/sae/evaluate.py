@@ -27,6 +27,7 @@ train on. ``exclude_bos=False`` evaluates every position.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from ..errors import InputError, InputTypeError, type_name
 from ..progress import task
+from .data import token_rows
 from .sae import SAE
 from .splice import Splice, _flatten, _trailing
 
@@ -210,37 +212,6 @@ class _Accumulator:
 
 
 # ------------------------------------------------------------------------------------------- with a model
-def pack_text(model, text, context_size: int, n_tokens: int | None = None) -> Tensor:
-    """Text (a str or a list of documents) as token rows ``(n_rows, context_size)``: documents tokenized without
-    special tokens, joined by EOS (when the tokenizer has one), and cut into rows, each starting with BOS when the
-    model prepends one. ``n_tokens`` caps the total (rounded down to whole rows)."""
-    tok = model._tokenizer("evaluating on text")
-    docs = [text] if isinstance(text, str) else list(text)
-    if not docs or not all(isinstance(d, str) for d in docs):
-        raise InputTypeError(f"text must be a str or a list of str, got {type_name(text)}.")
-    bos = tok.bos_token_id if model.default_prepend_bos else None
-    body = context_size - (bos is not None)
-    if body < 1:
-        raise InputError(f"context_size must leave room for a token after BOS, got {context_size}.")
-    want = None if n_tokens is None else (n_tokens // context_size) * body
-    ids: list[int] = []
-    sep = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    for doc in docs:
-        ids.extend(tok(doc, add_special_tokens=False)["input_ids"] + sep)
-        if want is not None and len(ids) >= want:
-            break
-    n_rows = len(ids) // body
-    if n_tokens is not None:
-        n_rows = min(n_rows, n_tokens // context_size)
-    if n_rows == 0:
-        raise InputError(f"the text is {len(ids)} tokens, less than one row of {context_size}; pass more text or a "
-                         "smaller context_size.")
-    rows = torch.tensor(ids[:n_rows * body], dtype=torch.long).reshape(n_rows, body)
-    if bos is not None:
-        rows = torch.cat([torch.full((n_rows, 1), bos, dtype=torch.long), rows], 1)
-    return rows
-
-
 def _tokens(model, tokens_or_text, context_size: int | None, n_tokens: int | None, sae: SAE) -> Tensor:
     if isinstance(tokens_or_text, Tensor):
         t = tokens_or_text
@@ -252,7 +223,9 @@ def _tokens(model, tokens_or_text, context_size: int | None, n_tokens: int | Non
             t = t[:max(1, n_tokens // t.shape[1])]
         return t.long()
     ctx = context_size or sae.cfg.context_size or 128
-    return pack_text(model, tokens_or_text, ctx, n_tokens)
+    if isinstance(tokens_or_text, str) and not os.path.exists(tokens_or_text):
+        tokens_or_text = [tokens_or_text]  # one document, not a file name
+    return token_rows(model, tokens_or_text, context_size=ctx, n_tokens=n_tokens)
 
 
 def _nll(logits: Tensor, tokens: Tensor, logp: Tensor | None = None) -> float:
@@ -273,7 +246,8 @@ def evaluate(sae: SAE, model, tokens_or_text, *, batch_size: int = 16, context_s
              n_tokens: int | None = None, ablation: str = "zero", exclude_bos: bool = True,
              dense_threshold: float = 0.1, n_bins: int = 40, progress: bool = False) -> SAEEval:
     """Evaluate ``sae`` on ``model`` over ``tokens_or_text``: token ids ``(batch, pos)`` (unpadded), or text (a
-    str or a list of documents, packed into rows of ``context_size``, default the SAE's or 128). ``n_tokens``
+    document, a list of them, or anything :func:`~mechscope.sae.data.token_rows` reads, such as a ``.txt``/``.jsonl``
+    path: packed into rows of ``context_size``, default the SAE's or 128). ``n_tokens``
     caps the tokens used; ``batch_size`` rows go per forward. ``ablation`` (``"zero"`` or ``"mean"``) is the
     baseline of ``ce_loss_recovered``. Two passes over the data (the mean ablation needs the mean first); the
     model is left as it was."""
